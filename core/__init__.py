@@ -1,0 +1,3 @@
+"""lora-wizard's engine: everything but the terminal UI. Never imports textual."""
+
+__version__ = "0.1.0"
