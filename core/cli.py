@@ -85,12 +85,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Library chatter (progress bars, deprecation notes) would drown the one line per step we print."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = args.command or "wizard"
     if command == "wizard" and not hasattr(args, "demo"):
         args.demo = False
+    _quiet_libraries()
     module_name, function_name = COMMANDS[command].split(":")
     try:
         function = getattr(importlib.import_module(module_name), function_name)
