@@ -103,6 +103,8 @@ def _read_local(path: Path):
     if path.stat().st_size == 0:
         raise DataError(f"{path.name} is empty; add examples, one JSON object per line for .jsonl.")
     loader = LOCAL_LOADERS[suffix]
+    if suffix == ".jsonl" and path.stat().st_size < 256 * 1024**2:
+        _scan_json_lines(path)  # names the first bad line; Arrow's errors don't
     kwargs: dict[str, Any] = {"delimiter": "\t"} if suffix == ".tsv" else {}
     if suffix == ".json":
         # A .json file may hold a list of rows or be JSON lines; datasets handles both, but not a dict of lists

@@ -98,9 +98,25 @@ def _model_error(model: str, error: Exception) -> ModelError:
     return ModelError(f"could not load '{model}': {first}")
 
 
+def check_model_source(model: str) -> None:
+    """A local path must be a model folder; anything else must look like a Hub id (org/name or name)."""
+    if not model:
+        raise ModelError("no model given; give a Hub id like Qwen/Qwen2.5-0.5B-Instruct or a local folder.")
+    expanded = os.path.expanduser(model)
+    looks_local = model.startswith((".", "/", "~")) or os.sep in model and os.path.exists(expanded)
+    if os.path.isdir(expanded):
+        if not os.path.exists(os.path.join(expanded, "config.json")) and not os.path.exists(
+                os.path.join(expanded, "adapter_config.json")):
+            raise ModelError(f"{model} has no config.json; point at the folder save_pretrained wrote.")
+        return
+    if looks_local or model.count("/") > 1:
+        raise ModelError(f"model folder {model} does not exist; check the path, or give a Hub id (org/name).")
+
+
 def load_tokenizer(model: str, revision: str | None = None, token: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    check_model_source(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             model, revision=revision, token=resolve_token(token), trust_remote_code=trust_remote_code
@@ -118,6 +134,7 @@ def load_base(config: RunConfig, token: str | None = None, device_map: Any = Non
     import torch
     from transformers import AutoModelForCausalLM
 
+    check_model_source(config.model)
     if config.trust_remote_code:
         log.warning("trust_remote_code is on: the model repository's own Python code will run.")
     precision = precision_for(config.method)
