@@ -362,7 +362,8 @@ def search_models(query: str, limit: int = 20, token: str | None = None) -> list
     auth: str | bool = _clean(token) or False
 
     def search() -> list[Any]:
-        return list(_api().list_models(search=query.strip(), limit=limit, sort="downloads", token=auth))
+        return list(_api().list_models(search=query.strip(), limit=limit, sort="downloads", token=auth,
+                                       expand=["downloads", "likes", "pipeline_tag", "gated"]))
 
     try:
         found = _with_deadline(search, "search models")

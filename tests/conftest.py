@@ -127,3 +127,15 @@ def session_token_cleared():
     core.hub._session_token = None
     yield
     core.hub._session_token = None
+
+
+@pytest.fixture
+def no_keyring():
+    """The keyring library's "fail" backend for the test, as on a bare SSH server (no Secret Service)."""
+    import keyring
+    from keyring.backends import fail
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    yield
+    keyring.set_keyring(previous)

@@ -131,8 +131,10 @@ class Repo:
 class HubHTTPError(Exception):
     """Ends a request with this status, X-Error-Code / X-Error-Message headers and JSON body."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None,
+                 extra: dict[str, Any] | None = None):
         super().__init__(message)
+        self.extra = extra or {}
         self.status = status
         self.message = message
         self.code = code
@@ -413,7 +415,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             if error.code:
                 headers["X-Error-Code"] = error.code
             headers["X-Error-Message"] = error.message
-            self._send_json({"error": error.message}, error.status, headers, head=method == "HEAD")
+            self._send_json({"error": error.message, **error.extra}, error.status, headers, head=method == "HEAD")
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -657,7 +659,8 @@ class _HubHandler(BaseHTTPRequestHandler):
         url = f"{self.hub.url}/{repo_id}"
         with self.hub.lock:
             if repo_id in self.hub.repos:
-                raise HubHTTPError(409, "You already created this model repo", headers={})
+                # The Hub's 409 names the existing repo; create_repo(exist_ok=True) returns that url.
+                raise HubHTTPError(409, "You already created this model repo", extra={"url": url})
             visibility = payload.get("visibility")
             private = visibility == "private" if visibility else bool(payload.get("private"))
             self.hub.add_model(repo_id, private=private, pipeline_tag=None)
