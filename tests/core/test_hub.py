@@ -80,6 +80,21 @@ def test_whoami_says_the_hub_is_unreachable_and_local_work_still_goes(fake_hub, 
         whoami(alice)
 
 
+def test_hub_calls_in_offline_mode_say_how_to_leave_it(fake_hub, public_model, alice, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for call in (lambda: whoami(alice), lambda: model_summary(public_model, alice)):
+        with pytest.raises(HubError, match="HF_HUB_OFFLINE is set.*local models and the demo still work"):
+            call()
+
+
+def test_model_summary_says_the_hub_is_unreachable(fake_hub, public_model):
+    fake_hub.stop()
+    with pytest.raises(HubError, match="Can't reach the Hugging Face Hub"):
+        model_summary(public_model, None)
+
+
 def test_whoami_with_an_empty_token_asks_for_one(fake_hub):
     with pytest.raises(HubError, match="no token"):
         whoami("   ")

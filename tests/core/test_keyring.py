@@ -194,6 +194,24 @@ def test_login_with_a_refused_token_stores_nothing(fake_hub, token_sources):
     assert hub.get_token() == (None, None)
 
 
+@needs_secret_service
+def test_cli_login_in_a_subprocess_reaches_the_fake_hub_and_the_shared_keyring(fake_hub, token_sources, tmp_path):
+    """`lora-wizard login` as a user runs it: a new process, the token piped in, HF_ENDPOINT from the fixture."""
+    token = fake_hub.add_token("carol")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    try:
+        result = run_python("import sys; from core.cli import main; sys.exit(main(['login']))", env, cwd=tmp_path,
+                            stdin=token + "\n")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "Logged in as carol; token stored in the OS keyring (service lora-wizard)."
+        assert token not in result.stdout + result.stderr
+        assert any(request["path"] == "/api/whoami-v2" for request in fake_hub.requests)
+        # Stored by the other process, found by this one: it is in the Secret Service, not in memory.
+        assert hub.get_token() == (token, "keyring")
+    finally:
+        hub.delete_token()
+
+
 @pytest.mark.skipif(not (shutil.which("dbus-run-session") and shutil.which("gnome-keyring-daemon")),
                     reason="needs the Debian packages dbus and gnome-keyring for .ci/keyring-session.sh")
 def test_the_wrapper_gives_a_child_a_working_secret_service(tmp_path):
