@@ -33,11 +33,20 @@ WRAPPER = REPO / ".ci" / "keyring-session.sh"
 
 IN_THROWAWAY_KEYRING = os.environ.get("LORA_WIZARD_TEST_KEYRING") == "1" and bool(
     os.environ.get("DBUS_SESSION_BUS_ADDRESS"))
-needs_secret_service = pytest.mark.skipif(
-    not IN_THROWAWAY_KEYRING,
-    reason="needs a throwaway Secret Service: run under .ci/keyring-session.sh "
-           "(Debian packages: dbus gnome-keyring), which CI does",
-)
+NO_SECRET_SERVICE = ("needs a throwaway Secret Service: run under .ci/keyring-session.sh "
+                     "(Debian packages: dbus gnome-keyring), which CI does")
+
+
+@pytest.fixture
+def secret_service():
+    """Skips without the wrapper's throwaway Secret Service; fails instead on CI, where skipping would hide it."""
+    if not IN_THROWAWAY_KEYRING:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("CI must run the test suite under .ci/keyring-session.sh so the real keyring is tested")
+        pytest.skip(NO_SECRET_SERVICE)
+
+
+needs_secret_service = pytest.mark.usefixtures("secret_service")
 
 
 class BlockingKeyring(KeyringBackend):
