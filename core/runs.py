@@ -107,6 +107,9 @@ def start_trainer(run_dir: Path, resume: bool = False) -> subprocess.Popen:
     command = [sys.executable, "-m", "core.train", str(run_dir)] + (["--resume"] if resume else [])
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     source_root = str(Path(__file__).resolve().parent.parent)
+    token = _session_token()
+    if token:
+        env["HF_TOKEN"] = token  # a session-only token (no keyring) lives in this process: hand it down, never to disk
     env["PYTHONPATH"] = source_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log = open(run_dir / "trainer.log", "ab")
     try:
@@ -118,6 +121,16 @@ def start_trainer(run_dir: Path, resume: bool = False) -> subprocess.Popen:
     (run_dir / STATUS_FILE).write_text(json.dumps({"pid": process.pid, "state": "running", "host": os.uname().nodename,
                                                    "updated": time.time()}))
     return process
+
+
+def _session_token() -> str | None:
+    try:
+        from core.hub import get_token
+
+        token, source = get_token()
+    except Exception:  # no token store is fine for local and public models
+        return None
+    return token if source == "session" else None
 
 
 def start_training(config: RunConfig, resume: bool = False) -> Path:

@@ -173,8 +173,18 @@ def resolve_auto_settings(config: RunConfig, lengths: list[int] | None, device: 
 
 
 def _attn_implementation(config: RunConfig, device: str) -> str:
+    if config.train.attn_implementation == "varlen_flash":
+        from core import attention
+
+        if attention.register() is None:
+            raise UserError("train.attn_implementation varlen_flash needs a CUDA GPU (Ampere or newer) and PyTorch >= 2.10; use auto.")
+        return "varlen_flash"
     if config.train.attn_implementation != AUTO:
         return config.train.attn_implementation
+    if device == "cuda" and config.data.packing:
+        from core import attention
+
+        return attention.register() or "sdpa"
     return "sdpa"
 
 
@@ -344,6 +354,9 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
         callbacks=[callback, *extra_callbacks],
     )
 
+    kernels = {"attention": attn, "liger": sorted({type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Liger")}),
+               "optimizer": optimizer}
+    log.info("kernels: %s", kernels)
     previous_handlers = {}
     if install_signal_handlers:
         def request_cancel(signum, frame):
@@ -371,6 +384,7 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
     if is_main:
         save_adapter(trainer, tokenizer, config, adapter_dir, output.training_loss, state.global_step)
         return events.write("done", step=state.global_step, max_steps=state.max_steps, adapter_dir=str(adapter_dir),
+                            kernels=kernels,
                             train_loss=output.training_loss, runtime_s=round(time.monotonic() - started, 1))
     return {"type": "done"}
 

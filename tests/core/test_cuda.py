@@ -61,3 +61,25 @@ def test_method_on_cuda_trains_chats_and_merges(method, shaped_model, shaped_dat
     merge = _cli("export", "run", "--merge", "merged", cwd=tmp_path)
     assert merge.returncode == 0, "merged answers must match adapter-on-base"
     assert "3/3 prompts give the same greedy answer" in merge.stdout
+
+
+def test_varlen_flash_attention_on_a_packed_row_matches_sdpa_per_example(shaped_model):
+    """The packed row attends only within each example: same logits as running each example alone."""
+    from transformers import AutoModelForCausalLM
+
+    from core import attention
+
+    assert attention.register() == "varlen_flash"
+    lengths = [37, 128, 5, 300]
+    ids = [torch.randint(10, 128000, (n,), device="cuda") for n in lengths]
+    reference = AutoModelForCausalLM.from_pretrained(shaped_model, dtype=torch.bfloat16, device_map={"": 0},
+                                                     attn_implementation="sdpa").eval()
+    with torch.no_grad():
+        expected = torch.cat([reference(input_ids=x[None]).logits[0] for x in ids]).float()
+    reference.set_attn_implementation("varlen_flash")
+    packed = torch.cat(ids)[None]
+    positions = torch.cat([torch.arange(n, device="cuda") for n in lengths])[None]
+    with torch.no_grad():
+        got = reference(input_ids=packed, position_ids=positions).logits[0].float()
+    assert (got - expected).abs().max().item() < 0.1
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean().item() > 0.99
