@@ -5,7 +5,7 @@ block-diagonal mask and computes attention across the whole row (a 4096-token pa
 attention FLOPs of eight 512-token examples) with a kernel that can't use FlashAttention. PyTorch
 ships FlashAttention's variable-length kernel as `torch.nn.attention.varlen.varlen_attn`: it takes
 the packed row and the examples' boundaries and attends only within each example. We register it
-with transformers' AttentionInterface as "varlen_flash" (no flash-attn package to build), and use it
+with transformers' AttentionInterface as "varlen" (no flash-attn package to build), and use it
 on CUDA when batches are packed. Anything that is not a packed row (generation, padded batches)
 goes to SDPA unchanged.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import weakref
 
-NAME = "varlen_flash"
+NAME = "varlen"
 _registered: bool | None = None
 
 
@@ -104,7 +104,7 @@ def _varlen_options(query_heads: int, kv_heads: int) -> dict:
 
 
 def register() -> str | None:
-    """Registers "varlen_flash" with transformers; returns its name, or None where it can't run."""
+    """Registers "varlen" with transformers; returns its name, or None where it can't run."""
     global _registered
     if _registered is None:
         _registered = available()

@@ -108,7 +108,7 @@ class TrainSettings:
     logging_steps: int = field(default=1, metadata={"help": "Write a step event every this many steps."})
     seed: int = field(default=42, metadata={"help": "Random seed for data order and LoRA initialisation."})
     attn_implementation: str = field(
-        default=AUTO, metadata={"help": "varlen_flash (PyTorch's FlashAttention for packed rows) | sdpa | eager | flash_attention_2 | flex_attention, or auto for the best available."}
+        default=AUTO, metadata={"help": "varlen (PyTorch's FlashAttention for packed rows) | sdpa | eager | flash_attention_2 | flex_attention, or auto for the best available."}
     )
     liger_kernels: Union[bool, str] = field(
         default=AUTO, metadata={"help": "Liger's fused kernels (fused linear cross-entropy, RMSNorm, RoPE, SwiGLU); auto: on with CUDA when installed."}
@@ -134,7 +134,7 @@ class TrainSettings:
             raise ConfigError(f"train.gradient_checkpointing must be true, false or auto, got {self.gradient_checkpointing!r}.")
         if self.liger_kernels not in (True, False, AUTO):
             raise ConfigError(f"train.liger_kernels must be true, false or auto, got {self.liger_kernels!r}.")
-        attn = ("auto", "sdpa", "eager", "varlen_flash", "flash_attention_2", "flash_attention_3", "flex_attention")
+        attn = ("auto", "sdpa", "eager", "varlen", "flash_attention_2", "flash_attention_3", "flex_attention")
         if self.attn_implementation not in attn:
             raise ConfigError(_choice_message("train.attn_implementation", self.attn_implementation, attn))
 

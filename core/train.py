@@ -173,12 +173,12 @@ def resolve_auto_settings(config: RunConfig, lengths: list[int] | None, device: 
 
 
 def _attn_implementation(config: RunConfig, device: str) -> str:
-    if config.train.attn_implementation == "varlen_flash":
+    if config.train.attn_implementation == "varlen":
         from core import attention
 
         if attention.register() is None:
-            raise UserError("train.attn_implementation varlen_flash needs a CUDA GPU (Ampere or newer) and PyTorch >= 2.10; use auto.")
-        return "varlen_flash"
+            raise UserError("train.attn_implementation varlen needs a CUDA GPU (Ampere or newer) and PyTorch >= 2.10; use auto.")
+        return "varlen"
     if config.train.attn_implementation != AUTO:
         return config.train.attn_implementation
     if device == "cuda" and config.data.packing:

@@ -58,7 +58,7 @@ def test_method_on_cuda_trains_chats_and_merges(method, shaped_model, shaped_dat
     assert started["device"] == "cuda" and started["dtype"] == "bfloat16"
     assert steps[-1]["loss"] < steps[0]["loss"] - 1.0
     done = events[-1]
-    assert done["type"] == "done" and done["kernels"]["attention"] == "varlen_flash"
+    assert done["type"] == "done" and done["kernels"]["attention"] == "varlen"
 
     chat = _cli("chat", "run", "--prompt", "w1 w2 w3", "--compare", "--max-new-tokens", "8", cwd=tmp_path)
     assert chat.returncode == 0 and "tuned: " in chat.stdout
@@ -68,20 +68,20 @@ def test_method_on_cuda_trains_chats_and_merges(method, shaped_model, shaped_dat
     assert "3/3 prompts give the same greedy answer" in merge.stdout
 
 
-def test_varlen_flash_attention_on_a_packed_row_matches_sdpa_per_example(shaped_model):
+def test_varlen_attention_on_a_packed_row_matches_sdpa_per_example(shaped_model):
     """The packed row attends only within each example: same logits as running each example alone."""
     from transformers import AutoModelForCausalLM
 
     from core import attention
 
-    assert attention.register() == "varlen_flash"
+    assert attention.register() == "varlen"
     lengths = [37, 128, 5, 300]
     ids = [torch.randint(10, 128000, (n,), device="cuda") for n in lengths]
     reference = AutoModelForCausalLM.from_pretrained(shaped_model, dtype=torch.bfloat16, device_map={"": 0},
                                                      attn_implementation="sdpa").eval()
     with torch.no_grad():
         expected = torch.cat([reference(input_ids=x[None]).logits[0] for x in ids]).float()
-    reference.set_attn_implementation("varlen_flash")
+    reference.set_attn_implementation("varlen")
     packed = torch.cat(ids)[None]
     positions = torch.cat([torch.arange(n, device="cuda") for n in lengths])[None]
     with torch.no_grad():
