@@ -22,13 +22,16 @@ _registered: bool | None = None
 def available() -> bool:
     try:
         import torch
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+        from torch.nn.attention.varlen import varlen_attn
     except ImportError:
         return False
     if not torch.cuda.is_available():
         return False
     major, _ = torch.cuda.get_device_capability()
-    return major >= 8  # FlashAttention 2 kernels: Ampere and newer
+    if major < 8:  # FlashAttention 2 kernels: Ampere and newer
+        return False
+    parameters = inspect.signature(varlen_attn).parameters
+    return "is_causal" in parameters or "window_size" in parameters  # no causal option: not for a decoder
 
 
 def _boundaries(position_ids):

@@ -140,9 +140,11 @@ def run_ours(args) -> dict:
     final = run_training(config, config.output_dir, extra_callbacks=[timer, GrabModel()])
     if final["type"] != "done":
         raise SystemExit(f"our trainer failed: {final}")
-    started = next(json.loads(line) for line in Path(config.output_dir, "events.jsonl").read_text().splitlines()
-                   if json.loads(line)["type"] == "started")
-    return summarize(args, timer, holder["n"], gradient_checkpointing=started["gradient_checkpointing"])
+    events = [json.loads(line) for line in Path(config.output_dir, "events.jsonl").read_text().splitlines()]
+    started = next(e for e in events if e["type"] == "started")
+    result = summarize(args, timer, holder["n"], gradient_checkpointing=started["gradient_checkpointing"])
+    result.update(kernels=final.get("kernels"), batch_size=started["batch_size"], max_length=config.data.max_length)
+    return result
 
 
 def summarize(args, timer, n: int, gradient_checkpointing: bool) -> dict:

@@ -69,22 +69,32 @@ def test_method_on_cuda_trains_chats_and_merges(method, shaped_model, shaped_dat
 
 
 def test_varlen_attention_on_a_packed_row_matches_sdpa_per_example(shaped_model):
-    """The packed row attends only within each example: same logits as running each example alone."""
+    """The packed row attends only within each example, causally: the logits of running each example alone."""
     from transformers import AutoModelForCausalLM
 
     from core import attention
 
     assert attention.register() == "varlen"
+    torch.manual_seed(0)
     lengths = [37, 128, 5, 300]
     ids = [torch.randint(10, 128000, (n,), device="cuda") for n in lengths]
-    reference = AutoModelForCausalLM.from_pretrained(shaped_model, dtype=torch.bfloat16, device_map={"": 0},
-                                                     attn_implementation="sdpa").eval()
-    with torch.no_grad():
-        expected = torch.cat([reference(input_ids=x[None]).logits[0] for x in ids]).float()
-    reference.set_attn_implementation("varlen")
+    model = AutoModelForCausalLM.from_pretrained(shaped_model, dtype=torch.bfloat16, device_map={"": 0},
+                                                 attn_implementation="sdpa").eval()
     packed = torch.cat(ids)[None]
     positions = torch.cat([torch.arange(n, device="cuda") for n in lengths])[None]
     with torch.no_grad():
-        got = reference(input_ids=packed, position_ids=positions).logits[0].float()
-    assert (got - expected).abs().max().item() < 0.1
-    assert (got.argmax(-1) == expected.argmax(-1)).float().mean().item() > 0.99
+        expected = torch.cat([model(input_ids=x[None]).logits[0] for x in ids]).float()
+        packed_sdpa = model(input_ids=packed, position_ids=positions).logits[0].float()
+        model.set_attn_implementation("varlen")
+        got = model(input_ids=packed, position_ids=positions).logits[0].float()
+
+    def compare(a, b):
+        relative = ((a - b).norm() / b.norm()).item()
+        agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+        return relative, agree
+
+    print("varlen vs per-example: relative error %.5f, argmax agreement %.4f" % compare(got, expected))
+    print("sdpa packed vs per-example: relative error %.5f, argmax agreement %.4f" % compare(packed_sdpa, expected))
+    relative, agree = compare(got, expected)
+    reference_relative, _ = compare(packed_sdpa, expected)
+    assert relative < max(2 * reference_relative, 0.02) and agree > 0.95
