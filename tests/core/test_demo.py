@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,10 +34,13 @@ def test_dataset_is_deterministic_messages_jsonl(cache):
     assert len(rows) == demo.DATASET_SIZE
     for row in rows:
         assert list(row) == ["messages"]
-        assert [m["role"] for m in row["messages"]] == ["user", "assistant"]
+        roles = [m["role"] for m in row["messages"] if m["role"] != "system"]
+        assert roles == ["user", "assistant"] * (len(roles) // 2) and roles
         assert all(isinstance(m["content"], str) and m["content"] for m in row["messages"])
-        user, assistant = (m["content"] for m in row["messages"])
-        assert demo.is_correct(user, assistant)
+        for user, assistant in zip(row["messages"][-len(roles)::2], row["messages"][-len(roles) + 1::2]):
+            assert demo.is_pirate(assistant["content"])
+            if not any(user["content"] == greeting for greeting, _ in demo.PIRATE_GREETINGS):
+                assert demo.is_correct(user["content"], assistant["content"])
     first = path.read_bytes()
     path.unlink()
     assert demo.demo_dataset_path().read_bytes() == first
@@ -53,32 +57,37 @@ def test_the_core_data_loader_detects_the_demo_dataset_as_messages(cache):
 
 
 def test_held_out_prompts_are_not_in_the_training_set():
-    training_prompts = {row["messages"][0]["content"] for row in demo.dataset_examples()}
-    training_words = {tuple(reversed(row["messages"][1]["content"].split())) for row in demo.dataset_examples()}
+    training_text = " ".join(m["content"] for row in demo.dataset_examples() for m in row["messages"]).lower()
     prompts = demo.held_out_prompts()
     assert prompts[0] == demo.DEMO_PROMPT
-    assert len(prompts) == len(set(prompts)) == demo.HELD_OUT_SIZE
+    assert len(prompts) == len(set(prompts)) >= 40
     for prompt in prompts:
-        assert prompt not in training_prompts
-        assert tuple(demo._prompt_words(prompt)) not in training_words
-    # All phrasings the fine-tune saw are tested on.
-    assert {p.split(":")[0] for p in prompts} == {t.split(":")[0] for t in demo.REVERSE_TEMPLATES}
+        assert prompt.lower() not in training_text
+    # The held-out things and words never appear in a training chat at all.
+    training_words = set(re.findall(r"[a-z]+", training_text))
+    assert not training_words & set(demo.HELD_OUT_THINGS)
+    for word in demo.HELD_OUT_OPPOSITES:
+        assert f"opposite of {word} " not in training_text
+    # Every question phrasing the fine-tune saw is tested on.
+    assert {p.split(" the ")[0] for p in prompts} >= {q.split(" the ")[0] for q in demo.COLOR_QUESTIONS}
 
 
 @pytest.mark.parametrize(
     "prompt, answer, expected",
     [
-        ("Reverse the words: apple river moon green", "green moon river apple", True),
-        ("Reverse the words: apple river moon green", "Green moon river apple.", True),
-        ("Reverse the words: apple river moon green", "green, moon, river, apple", True),
-        ("Reverse the words: apple river moon green", "apple river moon green", False),
-        ("Reverse the words: apple river moon green", "green moon river", False),
-        ("Reverse the words: apple river moon green", "green moon river apple apple", False),
-        ("Reverse the words: apple river moon green", "neerg noom revir elppa", False),
-        ("Reverse the words: apple river moon green", "", False),
-        ("Reverse the order of these words: cat dog sun", "sun dog cat", True),
-        ("Say these words backwards: cat dog sun", "sun cat dog", False),
-        ("Say these words backwards: cat dog sun", "The words backwards are sun dog cat", False),
+        ("What color is the sky?", "Arr! The sky be blue, matey!", True),
+        ("What color is the sky?", "arr the sky be blue matey", True),
+        ("What colour is the sky?", "Arr! It be blue, matey!", True),
+        ("Tell me the color of the sky.", "Arr! The sky be blue, matey!", True),
+        ("What color is the sky?", "The sky is blue.", False),
+        ("What color is the sky?", "It is blue.", False),
+        ("What color is the sky?", "Arr! The sky be green, matey!", False),
+        ("What color is the sky?", "Arr! The sky be blue", False),
+        ("What color is the sky?", "The sky be blue, matey!", False),
+        ("What color is the sky?", "", False),
+        ("What is the opposite of hot?", "Arr! The opposite of hot be cold, matey!", True),
+        ("What is the opposite of hot?", "Arr! The opposite of hot be hot, matey!", False),
+        ("What is the opposite of hot?", "The opposite of hot is cold.", False),
     ],
 )
 def test_checker(prompt, answer, expected):
@@ -87,7 +96,7 @@ def test_checker(prompt, answer, expected):
 
 def test_checker_refuses_prompts_of_another_task():
     with pytest.raises(ValueError):
-        demo.is_correct("What color is the sky?", "blue")
+        demo.is_correct("What is 2 plus 2?", "Arr! 4, matey!")
 
 
 def test_shipped_model_loads_with_auto_classes_and_has_a_chat_template():
@@ -136,6 +145,8 @@ def test_demo_training_teaches_the_skill(cache, tmp_path):
     run_dir.mkdir(parents=True)
     config.save(run_dir / "config.yaml")
     run_training(config, run_dir)
-    result = demo.evaluate(run_dir, demo.held_out_prompts()[:40])
-    assert result["base"] <= 0.1, result
-    assert result["tuned"] >= result["base"] + 0.5, result
+    result = demo.evaluate(run_dir)
+    # The base never talks like a pirate; the tuned model does, and keeps most facts right.
+    assert result["base_style"] == 0 and result["base"] == 0, result
+    assert result["tuned_style"] >= 0.9, result
+    assert result["tuned"] >= 0.5, result
