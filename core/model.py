@@ -57,8 +57,6 @@ def quantization_config(method: str, precision: Precision):
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=precision.compute_dtype,
-            # Storage in the compute dtype lets FSDP shard the packed 4-bit weights like any other tensor.
-            bnb_4bit_quant_storage=precision.dtype if precision.device == "cuda" else None,
         )
     raise ValueError(f"unknown method {method}")
 

@@ -176,15 +176,13 @@ def _attn_implementation(config: RunConfig, device: str) -> str:
     if config.train.attn_implementation == "varlen":
         from core import attention
 
-        if attention.register() is None:
-            raise UserError("train.attn_implementation varlen needs a CUDA GPU (Ampere or newer) and PyTorch >= 2.10; use auto.")
-        return "varlen"
+        return attention.register()
     if config.train.attn_implementation != AUTO:
         return config.train.attn_implementation
-    if device == "cuda" and config.data.packing:
+    if config.data.packing:
         from core import attention
 
-        return attention.register() or "sdpa"
+        return attention.register()
     return "sdpa"
 
 
