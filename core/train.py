@@ -352,7 +352,9 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
         callbacks=[callback, *extra_callbacks],
     )
 
-    kernels = {"attention": attn, "liger": sorted({type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Liger")}),
+    # Liger patches forward methods in place (class names stay): count the norms whose forward it replaced.
+    patched_norms = sum(1 for m in trainer.model.modules() if type(m).__name__.endswith("RMSNorm") and "forward" in vars(m))
+    kernels = {"attention": attn, "liger": bool(args.use_liger_kernel), "liger_patched_norms": patched_norms,
                "optimizer": optimizer}
     log.info("kernels: %s", kernels)
     previous_handlers = {}
