@@ -182,8 +182,7 @@ def follow_run(run_dir: Path, process: subprocess.Popen | None = None, printer: 
                     if event["type"] in FINAL_TYPES:
                         final = event
                 if not final:
-                    tail = _log_tail(run_dir)
-                    final = {"type": "failed", "reason": f"the trainer stopped without a result ({tail})"}
+                    final = {"type": "failed", "reason": _reason_without_event(run_dir, process)}
                     if printer:
                         printer(f"failed: {final['reason']}")
                 return final
@@ -198,6 +197,24 @@ def follow_run(run_dir: Path, process: subprocess.Popen | None = None, printer: 
                 process.send_signal(signal.SIGTERM)
             else:
                 cancel_run(run_dir)
+
+
+def _reason_without_event(run_dir: Path, process: subprocess.Popen | None) -> str:
+    """Why a trainer ended without writing its last event: a full disk, a kill, or what its log says."""
+    try:
+        stats = os.statvfs(run_dir)
+        if stats.f_bavail * stats.f_frsize < 1024 * 1024:
+            from core.train import latest_complete_checkpoint
+
+            latest = latest_complete_checkpoint(run_dir)
+            kept = f"{latest.name} is intact" if latest else "no checkpoint was complete yet"
+            return (f"the disk holding {run_dir} is full; free space, then add --resume to continue ({kept})")
+    except OSError:
+        pass
+    code = process.returncode if process else None
+    if code is not None and code < 0:
+        return f"the trainer was killed ({signal.Signals(-code).name}); add --resume to continue from the last checkpoint"
+    return f"the trainer stopped without a result ({_log_tail(run_dir)})"
 
 
 def _log_tail(run_dir: Path) -> str:

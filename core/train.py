@@ -8,6 +8,7 @@ one line per logged step from its events. `run_training` runs in-process (tests,
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -239,9 +240,14 @@ def run_training(config: RunConfig, run_dir: str | os.PathLike, resume: bool = F
         import torch
 
         log.error("training failed:\n%s", traceback.format_exc())
-        if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            latest = latest_complete_checkpoint(run_dir)
+            kept = f"the last complete checkpoint ({latest.name}) is kept" if latest else "no complete checkpoint yet"
+            fields = {"reason": f"the disk is full ({error.filename or run_dir}); free space, then resume with "
+                                f"lora-wizard train {run_dir / 'config.yaml'} --resume ({kept})"}
+        elif isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower():
             advice, overrides = oom_advice(config, settings) if settings else ("use QLoRA or a smaller micro-batch", {})
-            reason = "out of GPU memory" if "CUDA" in str(error) or isinstance(error, torch.OutOfMemoryError) else "out of memory"
+            reason = "out of GPU memory" if isinstance(error, torch.OutOfMemoryError) or "CUDA" in str(error) else "out of CPU memory"
             fields = {"reason": f"{reason}; {advice}", "advice": advice, "suggested_overrides": overrides}
         else:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""

@@ -1,0 +1,100 @@
+"""Nothing lost: kill -9 at a random moment, a full disk while saving."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.events import read_events
+from core.runs import run_state
+from core.train import latest_complete_checkpoint
+from tests.helpers import toy_config
+
+
+def _wait_for(predicate, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _train(config_path, cwd, *extra):
+    return subprocess.Popen([sys.executable, "-m", "core.cli", "train", str(config_path), *extra], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_kill_9_shows_crashed_keeps_a_complete_checkpoint_and_resumes(tiny_model, toy_alpaca, tmp_path):
+    run_dir = tmp_path / "run"
+    config = toy_config(tiny_model("llama"), toy_alpaca, run_dir, max_steps=30, save_steps=2, batch_size=2)
+    config.save(tmp_path / "config.yaml")
+    process = _train(tmp_path / "config.yaml", tmp_path)
+    assert _wait_for(lambda: any(e["type"] == "checkpoint" for e in read_events(run_dir)))
+    time.sleep(random.uniform(0, 1.5))  # a random moment: mid-step or mid-save
+    pid = json.loads((run_dir / "status.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert "killed (SIGKILL)" in output and "--resume" in output
+    assert run_state(run_dir) == "crashed"
+    checkpoint = latest_complete_checkpoint(run_dir)
+    assert checkpoint is not None and (checkpoint / "adapter_model.safetensors").exists()
+
+    resumed = _train(tmp_path / "config.yaml", tmp_path, "--resume")
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    assert f"resuming from {checkpoint}" in output
+    assert run_state(run_dir) == "done"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.decode().strip()}); needs root")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)])
+
+
+def test_full_disk_while_saving_is_a_clear_error_and_keeps_the_previous_checkpoint(tiny_model, toy_alpaca, tmp_path,
+                                                                                  small_disk):
+    run_dir = small_disk / "run"
+    config = toy_config(tiny_model("llama"), toy_alpaca, run_dir, max_steps=60, save_steps=3, batch_size=2,
+                        save_total_limit=5)
+    config.save(tmp_path / "config.yaml")
+    process = _train(tmp_path / "config.yaml", tmp_path)
+    assert _wait_for(lambda: any(e["type"] == "checkpoint" for e in read_events(run_dir)))
+    filler = small_disk / "filler"
+    with open(filler, "wb") as stream:  # fill what is left, as another program might
+        try:
+            while True:
+                stream.write(b"\0" * 65536)
+                stream.flush()
+        except OSError:
+            pass
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode != 0
+    last = output.strip().splitlines()[-1]
+    assert "disk" in last and "full" in last and "--resume" in last, output
+    assert "Traceback" not in output
+    kept = latest_complete_checkpoint(run_dir)
+    assert kept is not None and (kept / "adapter_model.safetensors").exists()
+
+    filler.unlink()
+    moved = tmp_path / "run-moved"  # free space the way a user would: the run moves to a bigger disk
+    shutil.copytree(run_dir, moved)
+    config.output_dir = str(moved)
+    config.train.max_steps = kept and int(kept.name.split("-")[1]) + 3
+    config.save(tmp_path / "config2.yaml")
+    resumed = _train(tmp_path / "config2.yaml", tmp_path, "--resume")
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
