@@ -31,7 +31,7 @@ class LoraWizardApp(App):
     ]
 
     def __init__(self, state: WizardState | None = None, *, demo: bool = False, attach: str | os.PathLike | None = None,
-                 runs_root: str | os.PathLike | None = None) -> None:
+                 runs_root: str | os.PathLike | None = None, step: str | None = None) -> None:
         super().__init__()
         self.state = state or WizardState()
         if demo:
@@ -39,6 +39,8 @@ class LoraWizardApp(App):
         if runs_root is not None:
             self.state.runs_root = Path(runs_root)
         self.attach_run = Path(attach) if attach is not None else None
+        # Open on this step, above Welcome (tests and scripted tours start mid-way with a prepared state).
+        self.start_step = step
         # Exceptions other than UserError raised in workers: bugs. Shown, logged, and kept for tests.
         self.unexpected_errors: list[BaseException] = []
 
@@ -49,6 +51,8 @@ class LoraWizardApp(App):
             from tui.screens.welcome import WelcomeScreen
 
             self.push_screen(WelcomeScreen(self.state))
+            if self.start_step is not None:
+                self.push_screen(self.step_screen(self.start_step))
 
     # -- navigation ----------------------------------------------------------------------------
 
@@ -75,7 +79,12 @@ class LoraWizardApp(App):
     # -- worker failures: the one place they are handled ----------------------------------------
 
     @on(Worker.StateChanged)
-    def worker_state_changed(self, event: Worker.StateChanged) -> None:
+    def worker_failure(self, event: Worker.StateChanged) -> None:
+        """Every worker's state changes come here (from the screens that own them, see WizardScreen).
+
+        A UserError is a sentence for the user, shown on the owner's screen; anything else is a
+        bug: shown as such, logged, and kept in `unexpected_errors` so tests fail on it.
+        """
         if event.state != WorkerState.ERROR:
             return
         worker = event.worker

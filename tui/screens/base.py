@@ -16,7 +16,23 @@ from tui.state import WizardState
 from tui.widgets.step_bar import StepBar
 
 
-class WizardStep(Screen):
+class WizardScreen(Screen):
+    """A screen of this app. Its workers' failures all go through the one handler below.
+
+    Worker.StateChanged does not bubble, so the handler lives on the screens that own the
+    workers; the App decides what a failure means (tui.app.LoraWizardApp.worker_failure).
+    """
+
+    @on(Worker.StateChanged)
+    def worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.app.worker_failure(event)
+
+    def worker_failed(self, worker: Worker, message: str) -> None:
+        """A worker of this screen raised a UserError (or a bug, described): show `message`."""
+        self.notify(message, severity="error", timeout=10)
+
+
+class WizardStep(WizardScreen):
     """A step of the wizard. Subclasses set STEP and write compose_body(); next_step() says when it may go on."""
 
     STEP: ClassVar[str] = ""
@@ -36,9 +52,9 @@ class WizardStep(Screen):
             yield from self.compose_body()
         yield Label("", id="error", classes="error")
         with Horizontal(id="actions"):
-            yield Button("Back", id="back-button", tooltip="Back to the previous step (Esc)")
+            yield Button("Back", id="back-button", compact=True, tooltip="Back to the previous step (Esc)")
             yield from self.compose_actions()
-            yield Button(self.NEXT_LABEL, id="next-button", variant="primary", tooltip="Next step (Ctrl+N)")
+            yield Button(self.NEXT_LABEL, id="next-button", variant="primary", compact=True, tooltip="Next step (Ctrl+N)")
         yield Footer()
 
     def compose_body(self) -> ComposeResult:
@@ -58,7 +74,6 @@ class WizardStep(Screen):
         self.show_error("")
 
     def worker_failed(self, worker: Worker, message: str) -> None:
-        """A worker of this screen raised a UserError: the App's one handler routes it here."""
         self.show_error(message)
 
     # -- navigation --------------------------------------------------------------------------

@@ -15,9 +15,8 @@ from textual.worker import Worker
 from tui.screens.base import WizardStep
 
 INTRO = (
-    "A Hugging Face token lets lora-wizard download gated and private models and push your adapter.\n"
-    "Create one at https://huggingface.co/settings/tokens (read access trains; write access pushes).\n"
-    "Public and local models need none: press Continue to skip."
+    "A Hugging Face token downloads gated and private models and pushes adapters; public and local models "
+    "need none (Continue skips). Create one at https://huggingface.co/settings/tokens."
 )
 SOURCE_TEXT = {
     "env": "HF_TOKEN is set in the environment: it is used, and wins over any token stored here.",
@@ -59,8 +58,8 @@ class LoginScreen(WizardStep):
         yield Label("", id="login-result", classes="success")
 
     def compose_actions(self) -> ComposeResult:
-        yield Button("Check & save", id="save-button", tooltip="Check the token with the Hub and store it (Ctrl+S)")
-        yield Button("This session only", id="session-button",
+        yield Button("Check & save", id="save-button", compact=True, tooltip="Check the token with the Hub and store it (Ctrl+S)")
+        yield Button("This session only", id="session-button", compact=True,
                      tooltip="Check the token and keep it in memory until the wizard exits (Ctrl+T)")
 
     def on_mount(self) -> None:

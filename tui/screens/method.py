@@ -77,15 +77,15 @@ class MethodScreen(WizardStep):
         columns = list(table.columns)
         for method in METHODS:
             if message.estimates is None:
-                cells = ("n/a", "no estimator in this install", "")
-                verdict = Text("unknown", style="dim")
+                cells = ("n/a", "n/a")
+                verdict = Text("unknown: no estimator in this install", style="dim")
             else:
                 estimate = message.estimates[method]
                 cells = (f"{estimate.weights_gib:.1f} GiB", f"{estimate.peak_gib:.1f} GiB")
                 label, style = VERDICT_TEXT[estimate.verdict]
                 verdict = Text(label, style=style)
-            table.update_cell(method, columns[1], cells[0])
-            table.update_cell(method, columns[2], cells[1])
+            table.update_cell(method, columns[1], cells[0], update_width=True)
+            table.update_cell(method, columns[2], cells[1], update_width=True)
             table.update_cell(method, columns[3], verdict, update_width=True)
         method, reason = recommend(message.estimates, self.state.has_gpu)
         self.recommended = method
@@ -104,7 +104,7 @@ class MethodScreen(WizardStep):
     @on(DataTable.RowHighlighted, "#methods")
     def show_help(self) -> None:
         method = self.highlighted_method()
-        marker = "  (recommended)" if method == self.recommended else ""
+        marker = " (recommended)" if method == self.recommended else ""
         self.query_one("#method-help", Static).update(
             Text.assemble((f"{method}{marker}: ", "bold"), METHOD_HELP[method])
         )

@@ -35,7 +35,8 @@ class ReviewScreen(WizardStep):
         config_path = Path(config.output_dir or "OUTPUT_DIR") / "config.yaml"
         yield Label(f"The config is written to {config_path} when training starts.", id="config-path")
         yield Label(f"Repeat this run headless: lora-wizard train {shlex.quote(str(config_path))}", id="train-command")
-        yield Static(Syntax(config.to_yaml(), "yaml", theme="ansi_dark", background_color="default"), id="config-yaml")
+        self.shown_yaml = config.to_yaml()
+        yield Static(Syntax(self.shown_yaml, "yaml", word_wrap=True, theme="ansi_dark", background_color="default"), id="config-yaml")
         yield LoadingIndicator(id="start-loading")
 
     def on_mount(self) -> None:

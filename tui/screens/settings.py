@@ -35,11 +35,13 @@ def set_path(values: dict[str, Any], key: str, value: Any) -> None:
 
 
 def key_in_message(message: str, keys: list[str]) -> str | None:
-    """The setting a ConfigError is about: the longest key named in it as a whole word."""
-    for key in sorted(keys, key=len, reverse=True):
-        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message):
-            return key
-    return None
+    """The setting a ConfigError is about: the first key it names as a whole word ("train.epochs must ...")."""
+    found = []
+    for key in keys:
+        match = re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", message)
+        if match:
+            found.append((match.start(), -len(key), key))
+    return min(found)[2] if found else None
 
 
 class SettingsScreen(WizardStep):

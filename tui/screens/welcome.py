@@ -12,22 +12,23 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Footer, Label, OptionList, ProgressBar, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker
 
+from tui.screens.base import WizardScreen
 from tui.state import WizardState
 
 INTRO = (
     "Fine-tune a language model with LoRA, 8-bit LoRA or QLoRA: pick a model, a dataset and a method, then watch it train.\n"
     "The wizard writes a run config you can repeat headless with `lora-wizard train CONFIG`."
 )
+DEMO_TEXT = "a tiny model learns a new skill in minutes: no GPU, Hub or token needed"
 STATE_MARKS = {"running": "● running", "done": "✓ done", "failed": "✗ failed", "cancelled": "■ cancelled",
                "crashed": "✗ crashed", "pending": "… pending"}
 
 
-class WelcomeScreen(Screen):
+class WelcomeScreen(WizardScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "new_run", "New run", id="new-run", tooltip="Set up a new fine-tuning run step by step"),
         Binding("d", "demo", "Demo", id="demo", tooltip="Train the built-in demo: no GPU, Hub or token needed"),
@@ -89,14 +90,13 @@ class WelcomeScreen(Screen):
     # -- what is shown ------------------------------------------------------------------------
 
     def show_choices(self) -> None:
-        from core.demo import DATASET_LABEL
-
         choices = self.query_one("#choices", OptionList)
         keep = choices.highlighted_option.id if choices.highlighted_option and self._user_moved else None
         choices.clear_options()
         choices.add_option(Option(Text.assemble(("Start a new run", "bold"), "  pick a model, method and dataset"),
                                   id="new"))
-        choices.add_option(Option(Text.assemble(("Try the built-in demo", "bold"), f"  {DATASET_LABEL}", style=""),
+        suggested = "  (a good first run here)" if self.state.suggests_demo else ""
+        choices.add_option(Option(Text.assemble(("Try the built-in demo", "bold"), f"  {DEMO_TEXT}", (suggested, "green")),
                                   id="demo"))
         if self.runs:
             choices.add_option(None)
@@ -119,8 +119,7 @@ class WelcomeScreen(Screen):
             token = f"token from {state.token_source}" if state.token else "no Hugging Face token (public and local models only)"
         else:
             token = "looking for a token…"
-        demo_hint = "  The demo is the quickest way to see it work." if state.suggests_demo else ""
-        self.query_one("#machine", Label).update(f"This machine: {state.memory_summary()}; {token}.{demo_hint}")
+        self.query_one("#machine", Label).update(f"This machine: {state.memory_summary()}; {token}.")
 
     # -- workers ------------------------------------------------------------------------------
 

@@ -28,4 +28,5 @@ class TokenPreview(Widget):
         text = Text()
         for piece, trained in self.spans:
             text.append(piece, style=TRAINED_STYLE if trained else MASKED_STYLE)
+        text.rstrip()  # the template's closing newline would be an empty line in the box
         return text
