@@ -232,11 +232,24 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     raise TypeError(f"unsupported annotation {annotation!r} for {key}")
 
 
+# Names people bring from transformers, TRL and other fine-tuning tools.
+SYNONYMS = {
+    "learning_rate": "lr", "per_device_train_batch_size": "batch_size", "micro_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum", "num_train_epochs": "epochs", "num_epochs": "epochs",
+    "lora_alpha": "alpha", "lora_dropout": "dropout", "rank": "r", "lora_r": "r", "max_seq_length": "max_length",
+    "sequence_len": "max_length", "dataset": "path", "model_name_or_path": "model", "base_model": "model",
+    "output": "output_dir", "use_gradient_checkpointing": "gradient_checkpointing", "optim": "optimizer",
+}
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     types_by_name = _field_types(cls)
     kwargs = {}
     for key, value in values.items():
         if key not in types_by_name:
+            synonym = SYNONYMS.get(str(key))
+            if synonym in types_by_name:
+                raise ConfigError(f"unknown config key '{prefix}{key}'; did you mean '{prefix}{synonym}'?")
             nearest = difflib.get_close_matches(str(key), list(types_by_name), n=1, cutoff=0.5)
             hint = f"; did you mean '{prefix}{nearest[0]}'?" if nearest else f"; valid keys: {', '.join(types_by_name)}"
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
