@@ -81,8 +81,10 @@ def estimate_methods(state: WizardState) -> dict[str, MethodEstimate] | None:
     capacity = capacity_gib(state)
     estimates = {}
     for method in METHODS:
+        # Without a GPU the engine trains in fp32 on the CPU, which the estimate must know.
         result = estimate(facts, method, batch_size=batch_size, seq_len=state.config.data.max_length,
-                          rank=state.config.lora.r, gradient_checkpointing=checkpointing)
+                          rank=state.config.lora.r, gradient_checkpointing=checkpointing,
+                          device="cuda" if state.gpus else "cpu")
         estimates[method] = MethodEstimate(method, float(result.weights_gib), float(result.peak_gib),
                                            verdict(float(result.peak_gib), capacity))
     return estimates
@@ -111,10 +113,11 @@ def fastest_settings(state: WizardState) -> dict[str, Any] | None:
         from core.vram import fastest_settings as search
     except ImportError:
         return None
-    capacity = capacity_gib(state)
-    if capacity is None:
-        return None
-    return dict(search(model_facts(state), state.config.method, capacity, token_lengths=state.token_lengths))
+    config = state.config
+    # No GPU: the search plans for the CPU (gpu_gib None) and reads the free CPU memory itself.
+    gpu_gib = capacity_gib(state) if state.gpus else None
+    return dict(search(model_facts(state), config.method, gpu_gib, token_lengths=state.token_lengths,
+                       rank=config.lora.r, max_length=config.data.max_length, packing=config.data.packing))
 
 
 def demo_config(state: WizardState, progress: Callable[[int, int, str], None] | None = None):

@@ -140,7 +140,7 @@ async def test_welcome_lists_runs_on_disk_running_first_and_opens_one(runs_root)
         ids = [choices.get_option_at_index(i).id for i in range(choices.option_count)]
         runs = [choice for choice in ids if choice and choice.startswith("run:")]
         assert runs == [f"run:{live}", f"run:{finished}"]
-        assert "step 7/100" in str(choices.get_option_at_index(ids.index(f"run:{live}")).prompt)
+        assert "7/100" in str(choices.get_option_at_index(ids.index(f"run:{live}")).prompt)
         choices.highlighted = ids.index(f"run:{finished}")
         await pilot.press("enter")
         await pilot.pause()

@@ -59,9 +59,9 @@ class DatasetScreen(WizardStep):
         yield LoadingIndicator(id="dataset-loading")
         yield Label("", id="dataset-detected")
         yield Label("", id="dataset-problems", classes="warning")
+        yield LengthHistogram(id="lengths")
         with Vertical(id="dataset-preview"):
             yield Label(legend(), id="preview-legend")
-        yield LengthHistogram(id="lengths")
 
     def on_mount(self) -> None:
         for selector in ("#dataset-loading", "#dataset-problems", "#dataset-preview", "#lengths"):

@@ -18,6 +18,10 @@ from tui.screens.base import WizardStep
 VERDICT_TEXT = {"fits": ("fits", "green"), "tight": ("tight", "yellow"), "no": ("does not fit", "red")}
 
 
+def gib(value: float) -> str:
+    return f"{value:.1f} GiB" if value >= 10 else f"{value:.2f} GiB"
+
+
 class MethodScreen(WizardStep):
     STEP = "method"
 
@@ -81,7 +85,7 @@ class MethodScreen(WizardStep):
                 verdict = Text("unknown: no estimator in this install", style="dim")
             else:
                 estimate = message.estimates[method]
-                cells = (f"{estimate.weights_gib:.1f} GiB", f"{estimate.peak_gib:.1f} GiB")
+                cells = (gib(estimate.weights_gib), gib(estimate.peak_gib))
                 label, style = VERDICT_TEXT[estimate.verdict]
                 verdict = Text(label, style=style)
             table.update_cell(method, columns[1], cells[0], update_width=True)

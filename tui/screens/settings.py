@@ -98,7 +98,8 @@ class SettingsScreen(WizardStep):
             key = f"data.{name}" if name == "max_length" else f"train.{name}"
             if name in message.settings and key not in self.edited:
                 self.field(key).set_value(message.settings[name])
-                applied.append(f"{name} {message.settings[name]}")
+                value = message.settings[name]
+                applied.append(f"{name} {str(value).lower() if isinstance(value, bool) else value}")
         if applied:
             self.query_one("#settings-note", Label).update(
                 f"Fastest settings that fit this machine: {', '.join(applied)}."

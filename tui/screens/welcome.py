@@ -107,11 +107,11 @@ class WelcomeScreen(WizardScreen):
         choices.highlighted = choices.get_option_index(wanted)
 
     def _run_label(self, run: Any) -> Text:
-        progress = f"step {run.step}/{run.max_steps}" if run.max_steps else "no steps yet"
+        progress = f"{run.step}/{run.max_steps}" if run.max_steps else "-"
         name = Path(run.run_dir).name
         style = "bold" if run.state == "running" else ""
-        return Text.assemble((f"{STATE_MARKS.get(run.state, run.state):<12}", style), f" {name:<24} ",
-                             (f"{run.method:<9} {progress:<16} {Path(run.model).name}", "dim"))
+        return Text.assemble((f"{STATE_MARKS.get(run.state, run.state):<12}", style), f" {name:<16} ",
+                             (f"{run.method:<9} {progress:>9}  {Path(run.model).name[:24]}", "dim"))
 
     def show_machine(self) -> None:
         state = self.state
