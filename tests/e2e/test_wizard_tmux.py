@@ -1,0 +1,96 @@
+"""The real app in a real terminal (tmux), through the whole wizard on a tiny local model on the CPU,
+to a chat answer: what a newcomer does, key by key."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import toy_pairs, write_jsonl
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux (CI installs it)")
+
+
+class Terminal:
+    def __init__(self, socket: str, cwd: Path, env: dict[str, str], width: int = 120, height: int = 36):
+        self.socket = socket
+        command = f"{sys.executable} -m core.cli"
+        environment = " ".join(f"{key}={value}" for key, value in env.items())
+        subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", str(width), "-y", str(height), "-c", str(cwd),
+                        f"env {environment} {command}; sleep 600"], check=True)
+
+    def screen(self) -> str:
+        return subprocess.run(["tmux", "-L", self.socket, "capture-pane", "-p"], capture_output=True, text=True).stdout
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "send-keys", *keys], check=True)
+        time.sleep(0.3)
+
+    def type(self, text: str) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "send-keys", "-l", text], check=True)
+        time.sleep(0.3)
+
+    def wait_for(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            time.sleep(0.3)
+        raise AssertionError(f"{text!r} did not appear within {timeout}s; the screen:\n{self.screen()}")
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+def test_a_newcomer_goes_from_welcome_to_a_chat_answer(tiny_model, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    rows = [{"instruction": q, "input": "", "output": a} for q, a in toy_pairs(48, seed=5)]
+    data = write_jsonl(tmp_path / "reverse.jsonl", rows)
+    model = tiny_model("llama")
+    root = Path(__file__).resolve().parents[2]
+    env = {"HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(root), "TERM": "xterm-256color",
+           "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring", "CUDA_VISIBLE_DEVICES": ""}
+    terminal = Terminal(f"lora-wizard-e2e-{os.getpid()}", tmp_path, env)
+    try:
+        terminal.wait_for("New run", timeout=30)
+        terminal.keys("n")
+        terminal.wait_for("Token")
+        terminal.keys("C-n")  # no token needed for a local model
+        terminal.wait_for("Model")
+        terminal.type(str(model))
+        terminal.keys("Enter")
+        terminal.wait_for("llama", timeout=60)
+        terminal.keys("C-n")
+        terminal.wait_for("lora-8bit", timeout=60)  # the three methods side by side
+        terminal.keys("C-n")
+        terminal.wait_for("Dataset")
+        terminal.type(str(data))
+        terminal.keys("Enter")
+        terminal.wait_for("rows usable", timeout=90)
+        terminal.keys("C-n")
+        terminal.wait_for("Settings")
+        terminal.keys("C-n")
+        terminal.wait_for("lora-wizard train", timeout=30)  # Review shows the equivalent command
+        terminal.keys("C-s")
+        terminal.wait_for("State: done", timeout=600)
+        terminal.keys("C-t")
+        terminal.wait_for("type a message", timeout=120)
+        terminal.type("Reverse the word cat.")
+        terminal.keys("Enter")
+        screen = terminal.wait_for("you: Reverse the word cat.", timeout=60)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "…" in terminal.screen():
+            time.sleep(0.5)  # both answers streamed in
+        screen = terminal.screen()
+        assert screen.count("you: Reverse the word cat.") == 2  # base and fine-tuned panes
+        assert "…" not in screen
+        assert "Traceback" not in screen
+        assert (tmp_path / "runs").is_dir() and any((tmp_path / "runs").glob("*/adapter/adapter_config.json"))
+    finally:
+        terminal.close()
