@@ -298,6 +298,10 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
             log.info(note)
 
     attn = _attn_implementation(config, precision.device)
+    # Seed before the adapter exists: LoRA's A matrices are drawn at creation, before the Trainer seeds.
+    from transformers import set_seed
+
+    set_seed(config.train.seed)
     model, _ = load_for_training(config, gradient_checkpointing=settings["gradient_checkpointing"], attn_implementation=attn)
     model.print_trainable_parameters()
 

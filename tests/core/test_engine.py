@@ -127,6 +127,16 @@ def test_cli_train_sigterm_checkpoints_and_resume_reaches_max_steps(tiny_model, 
     assert steps[-1] == 40 and min(steps[steps.index(cancelled["step"]) + 1:]) == cancelled["step"] + 1
     assert read_events(run_dir)[-1]["type"] == "done" and run_state(run_dir) == "done"
 
+    # Same seed, never interrupted: the resumed run follows the same loss curve.
+    reference_dir = tmp_path / "reference"
+    reference = toy_config(tiny_model("llama"), toy_alpaca, reference_dir, max_steps=40, save_steps=100, batch_size=2)
+    assert run_training(reference, reference_dir)["type"] == "done"
+    expected = {e["step"]: e["loss"] for e in read_events(reference_dir) if e["type"] == "step"}
+    resumed_losses = {e["step"]: e["loss"] for e in read_events(run_dir) if e["type"] == "step"
+                      and e["step"] > cancelled["step"]}
+    assert resumed_losses and all(abs(loss - expected[step]) < 0.02 * expected[step] + 1e-3
+                                  for step, loss in resumed_losses.items()), (resumed_losses, expected)
+
     chat = _cli("chat", str(run_dir), "--prompt", "Reverse the word dog.", "--compare", "--max-new-tokens", "6", cwd=tmp_path)
     assert chat.returncode == 0, chat.stderr
     assert chat.stdout.startswith("base: ") and "\ntuned: " in chat.stdout
