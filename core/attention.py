@@ -65,20 +65,27 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
 
     position_ids = kwargs.get("position_ids")
     packed = query.shape[0] == 1 and position_ids is not None and attention_mask is None and query.shape[2] > 1
-    if not packed or getattr(module, "sliding_window", None) or dropout:
+    if not packed or dropout:
         mask = attention_mask
         if mask is not None and mask.dim() == 2:  # a padding mask: let SDPA build on it the usual way
             mask = None
         return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling,
                                       is_causal=True if mask is None else None, **kwargs)
     cu, max_len = _boundaries(position_ids)
-    if not (query.is_cuda and cuda_kernel_available()):
-        return _per_example_sdpa(query, key, value, cu, scaling), None
+    window = kwargs.get("sliding_window") or getattr(module, "sliding_window", None)
+    softcap = kwargs.get("softcap")
+    options = _varlen_options(query.shape[1], key.shape[1]) if query.is_cuda and cuda_kernel_available() else None
+    needs_window = bool(window) and window < max_len
+    use_kernel = options is not None and not softcap and (not needs_window or _signature_cache.get("window_size"))
+    if not use_kernel:
+        return _per_example(query, key, value, cu, scaling, window, softcap), None
+    if needs_window:
+        options.pop("is_causal", None)
+        options["window_size"] = (window - 1, 0)
     # (batch=1, heads, tokens, dim) -> (tokens, heads, dim)
     q = query[0].transpose(0, 1)
     k = key[0].transpose(0, 1)
     v = value[0].transpose(0, 1)
-    options = _varlen_options(q.shape[1], k.shape[1])
     if options.pop("repeat_kv", False):
         groups = q.shape[1] // k.shape[1]
         k = k.repeat_interleave(groups, dim=1)
@@ -88,8 +95,8 @@ def varlen_attention_forward(module, query, key, value, attention_mask, dropout:
     return output.unsqueeze(0), None  # (1, tokens, heads, dim), as transformers' attention functions return
 
 
-def _per_example_sdpa(query, key, value, cu, scaling):
-    """The same attention without the CUDA kernel (the CPU): SDPA example by example of the packed row."""
+def _per_example(query, key, value, cu, scaling, window=None, softcap=None):
+    """The same attention without the CUDA kernel (the CPU, soft-capped logits): example by example."""
     import torch
 
     if query.shape[1] != key.shape[1]:
@@ -97,11 +104,26 @@ def _per_example_sdpa(query, key, value, cu, scaling):
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
     bounds = cu.tolist()
-    outputs = [
-        torch.nn.functional.scaled_dot_product_attention(query[:, :, start:end], key[:, :, start:end],
-                                                         value[:, :, start:end], is_causal=True, scale=scaling)
-        for start, end in zip(bounds[:-1], bounds[1:])
-    ]
+    outputs = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+        length = end - start
+        if softcap is None and (not window or length <= window):
+            outputs.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling))
+            continue
+        positions = torch.arange(length, device=q.device)
+        distance = positions[:, None] - positions[None, :]
+        allowed = distance >= 0
+        if window:
+            allowed &= distance < window
+        if softcap is None:
+            outputs.append(torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=scaling))
+            continue
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (scaling if scaling is not None else q.shape[-1] ** -0.5)
+        scores = torch.tanh(scores / softcap) * softcap
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        outputs.append(torch.matmul(weights, v))
     return torch.cat(outputs, dim=2).transpose(1, 2)
 
 

@@ -34,3 +34,28 @@ def test_gradients_flow_through_the_per_example_path(tiny_model):
     loss = model(input_ids=ids, position_ids=positions, labels=ids).loss
     loss.backward()
     assert model.model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("architecture", ["gemma2", "mistral", "qwen2"])
+def test_sliding_windows_and_soft_capping_match_each_example_alone(architecture, tiny_model):
+    """Gemma-2 soft-caps its attention logits and alternates sliding-window layers; Mistral and Qwen2 can slide."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from core import attention
+
+    config = AutoConfig.from_pretrained(tiny_model(architecture))
+    config.sliding_window = 8  # shorter than some examples below
+    if architecture == "qwen2":
+        config.use_sliding_window, config.max_window_layers = True, 0
+        config.layer_types = ["sliding_attention"] * config.num_hidden_layers
+    torch.manual_seed(0)
+    reference = AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    torch.manual_seed(1)
+    lengths = [5, 23, 8, 14]
+    ids = [torch.randint(5, 300, (n,)) for n in lengths]
+    with torch.no_grad():
+        alone = torch.cat([reference(input_ids=x[None]).logits[0] for x in ids])
+        reference.set_attn_implementation(attention.register())
+        packed = reference(input_ids=torch.cat(ids)[None],
+                           position_ids=torch.cat([torch.arange(n) for n in lengths])[None]).logits[0]
+    assert torch.allclose(packed, alone, atol=1e-4), (packed - alone).abs().max()
