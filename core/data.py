@@ -166,6 +166,10 @@ def _maybe_json(value: Any) -> Any:
 def _read_hub(settings: DataSettings, token: str | None):
     import datasets
 
+    from core.model import resolve_token
+
+    token = resolve_token(token)  # HF_TOKEN, the keyring, or this session's token
+
     try:
         return datasets.load_dataset(settings.path, settings.subset, split=settings.split, token=token)
     except FileNotFoundError:

@@ -112,7 +112,7 @@ def merge(run_dir: str | os.PathLike, out_dir: str | os.PathLike, into_original:
 
     say("loading the 16-bit base")
     try:
-        base = AutoModelForCausalLM.from_pretrained(config.model, revision=config.revision, token=resolve_token(None),
+        base = AutoModelForCausalLM.from_pretrained(config.model, revision=config.revision, token=resolve_token(None, config.model),
                                                     dtype=dtype, use_safetensors=True, device_map="cpu",
                                                     trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as error:

@@ -61,9 +61,12 @@ def quantization_config(method: str, precision: Precision):
     raise ValueError(f"unknown method {method}")
 
 
-def resolve_token(token: str | None) -> str | None:
+def resolve_token(token: str | None, model: str | None = None) -> str | None:
+    """The token to use for `model`: none for a local folder (no keyring prompt for what needs no Hub)."""
     if token:
         return token
+    if model is not None and os.path.isdir(os.path.expanduser(model)):
+        return None
     try:
         from core.hub import get_token
     except ImportError:
@@ -117,7 +120,7 @@ def load_tokenizer(model: str, revision: str | None = None, token: str | None = 
     check_model_source(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            model, revision=revision, token=resolve_token(token), trust_remote_code=trust_remote_code
+            model, revision=revision, token=resolve_token(token, model), trust_remote_code=trust_remote_code
         )
     except (OSError, ValueError) as error:
         raise _model_error(model, error) from None
@@ -143,7 +146,7 @@ def load_base(config: RunConfig, token: str | None = None, device_map: Any = Non
             device_map = "cpu"
     kwargs: dict[str, Any] = dict(
         revision=config.revision,
-        token=resolve_token(token),
+        token=resolve_token(token, config.model),
         trust_remote_code=config.trust_remote_code,
         use_safetensors=True,
         dtype=precision.dtype,

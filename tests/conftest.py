@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# A real Secret Service on a loaded 2-core CI machine can take seconds to answer its first call; tests of
+# the timeout itself set their own short one.
+os.environ.setdefault("LORA_WIZARD_KEYRING_TIMEOUT", "30")
 
 # ---------------------------------------------------------------------------------------------
 # Engine: tiny models of real architectures and a learnable toy task (reverse a word)
