@@ -59,6 +59,8 @@ class WizardState:
     gpus: list[Any] | None = None
     memory_gib: float | None = None
     model_info: ModelInfo | None = None
+    # The output_dir the wizard suggested, so a later change of model or method can re-suggest it.
+    suggested_output: str | None = None
     method_chosen: bool = False  # the user picked a method, so the recommendation no longer moves the choice
     # Token counts of the dataset's examples (Dataset step), for the fastest-settings search.
     token_lengths: list[int] | None = None

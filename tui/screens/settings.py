@@ -58,8 +58,8 @@ class SettingsScreen(WizardStep):
 
     def compose_body(self) -> ComposeResult:
         config = self.state.config
-        if not config.output_dir:
-            config.output_dir = self.state.suggested_output_dir()
+        if not config.output_dir or config.output_dir == self.state.suggested_output:
+            config.output_dir = self.state.suggested_output = self.state.suggested_output_dir()
         values = config.to_dict()
         rows = [(key, default, help) for key, default, help in describe_fields() if key not in CHOSEN_EARLIER]
         current = {key: _get_path(values, key) for key, _, _ in rows}
