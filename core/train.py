@@ -453,6 +453,16 @@ def trainer_main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     _configure_logging(run_dir)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # trainer.log is for people (and the wizard's log pane): no progress bars redrawn line by line.
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
     try:
         config = load_config(run_dir / "config.yaml")
     except UserError as error:
