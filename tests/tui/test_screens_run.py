@@ -134,3 +134,28 @@ async def test_from_a_finished_run_to_a_chat_answer_and_a_checked_merge(trained_
         await pilot.pause(0.1)
         assert "your-name/model-name" in str(export.query_one("#error").render())
     assert not app.unexpected_errors
+
+
+def test_chat_screen_snapshot(snap_compare, trained_run, monkeypatch):
+    from tui.screens.chat import ChatScreen
+
+    monkeypatch.chdir(trained_run.parent)
+
+    async def loaded(pilot):
+        await pilot.app.push_screen(ChatScreen(Path("run")))
+        await _settle(pilot, pilot.app, lambda: not pilot.app.screen.query_one("#prompt").disabled, timeout=60)
+        await pilot.pause(0.2)
+
+    assert snap_compare(LoraWizardApp(attach=Path("run")), run_before=loaded, terminal_size=(110, 34))
+
+
+def test_export_screen_snapshot(snap_compare, trained_run, monkeypatch):
+    from tui.screens.export import ExportScreen
+
+    monkeypatch.chdir(trained_run.parent)
+
+    async def opened(pilot):
+        await pilot.app.push_screen(ExportScreen(Path("run")))
+        await pilot.pause(0.2)
+
+    assert snap_compare(LoraWizardApp(attach=Path("run")), run_before=opened, terminal_size=(110, 34))

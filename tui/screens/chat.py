@@ -87,8 +87,9 @@ class ChatScreen(WizardScreen):
     def loaded(self) -> None:
         self.query_one("#chat-loading").display = False
         config = self.session.config
+        model = Path(config.model).name if Path(config.model).is_dir() else config.model
         self.query_one("#chat-status", Label).update(
-            f"{config.model} · {config.method} · type a message; Ctrl+B toggles the base model's answers")
+            f"{model} · {config.method} · type a message; Ctrl+B toggles the base model's answers")
         prompt = self.query_one("#prompt", Input)
         prompt.disabled = False
         prompt.focus()

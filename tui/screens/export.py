@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, Checkbox, Footer, Input, Label, Log
+from textual.widgets import Button, Checkbox, Footer, Input, Label, Log, Static
 from textual.worker import Worker
 
 from tui.screens.base import WizardScreen
@@ -58,8 +58,8 @@ class ExportScreen(WizardScreen):
         adapter = self.run_dir / "adapter"
         with VerticalScroll(id="export-body"):
             yield Label("Adapter", classes="section")
-            yield Label(f"Saved in {adapter} ({_folder_size(adapter) / 1e6:.1f} MB): PEFT adapter, tokenizer, chat "
-                        "template and model card. Load it with peft's AutoPeftModelForCausalLM.", id="adapter-info")
+            yield Static(f"Saved in {adapter} ({_folder_size(adapter) / 1e6:.1f} MB): PEFT adapter, tokenizer, chat "
+                         "template and model card. Load it with peft's AutoPeftModelForCausalLM.", id="adapter-info")
             yield Label("Merge into a 16-bit model", classes="section")
             with Horizontal():
                 yield Input(str(self.run_dir / "merged"), id="merge-dir", tooltip="Folder for the merged model")
