@@ -1,17 +1,37 @@
 """GPU memory per method, and the fastest settings that fit.
 
-The estimate adds up what the engine really holds: weights in the method's precision (bitsandbytes
-leaves embeddings, head and norms in 16-bit), LoRA weights with their gradients and AdamW states,
-activations per layer for the micro-batch's tokens (packed rows: tokens = micro-batch x max length)
-with or without gradient checkpointing, logits, quantization buffers, allocator slack and the CUDA
-context. `peak_gib` is peak reserved memory plus the CUDA context: what must be free on the card.
+The estimate adds up what the engine really holds during a training step:
 
-Per-token activation and logit terms were fitted to peak memory measured on an H200 with this
-engine (Llama-3-8B shape, bf16, LoRA r=16 on all linear layers, packed rows of 512; see
+- weights in the method's precision: bf16 for `lora`; for `lora-8bit` LLM.int8 (1 byte a weight + an
+  fp32 scale per output row); for `qlora` NF4 with double quantization (half a byte a weight + an
+  8-bit absmax per 64-weight block + an fp32 scale per 256 blocks). bitsandbytes leaves embeddings,
+  the head and norms unquantized, in the dtype the model is loaded in (bf16).
+- LoRA weights, their gradients and AdamW's two moments. peft creates adapters in fp32 (its
+  `autocast_adapter_dtype=True` upcasts them); TRL's SFTTrainer then casts them to bf16 when the
+  base is quantized (QLoRA paper recipe), so a LoRA weight costs 4+4+8 bytes on a 16-bit base and
+  2+2+4 bytes on a quantized one.
+- activations for the micro-batch's tokens. The engine packs examples padding-free into rows
+  (TRL `packing_strategy="bfd"`), so tokens = micro-batch x max length. Without gradient
+  checkpointing every layer keeps its full set (hidden-state copies, norms, attention inputs and
+  output with a memory-efficient kernel: no seq^2 term, SwiGLU intermediates, LoRA inputs and
+  dropout copies and masks); with checkpointing one hidden state per layer boundary plus one
+  layer's full set while it is recomputed.
+- logits and loss: with Liger's fused linear cross-entropy the logits are never materialised
+  (chunked); without it bf16 logits, their fp32 upcast and fp32 log-softmax / gradient
+  (2 + 4 + 4 bytes per vocabulary entry and token).
+- quantization buffers (NF4: one layer's largest weight dequantized to bf16 at a time; LLM.int8:
+  bitsandbytes' backward buffers), allocator slack, and the CUDA context.
+
+`peak_gib` is peak reserved memory plus the CUDA context: what must be free on the card.
+
+Per-token activation and logit terms with Liger on were fitted to peak memory measured on an H200
+with this engine (Llama-3-8B shape, bf16, LoRA r=16 on all linear layers, packed rows of 512; see
 tests/bench/RESULTS.md): 2 bytes x (12 h + 3.9 i + 1.5 (q + 2 kv widths)) per token and layer
-without checkpointing, 2 h bytes per token and layer with it (plus one layer recomputed), and
-1.33 bytes x vocabulary per token for the logits and loss. The 8-bit term (bitsandbytes' int8
-backward holds ~1.54 bytes per linear weight in 16-bit copies) rests on one measured point.
+without checkpointing, which is within ~6% of the analytic count of the tensors autograd saves,
+and 1.33 bytes x vocabulary per token for the loss and everything else that grows with tokens.
+Without Liger the analytic differences are added: HF's RMSNorm saves an fp32 copy of its input
+(+2 h bytes per norm) and SwiGLU saves the SiLU output (+2 i bytes). The 8-bit backward term
+(~1.54 bytes per linear weight) rests on one measured point.
 
 `import core.vram` and estimates of catalog models import neither torch nor transformers.
 """
@@ -28,20 +48,32 @@ from typing import Any, Sequence
 from core.errors import HubError, ModelError
 
 GIB = 1024**3
-CUDA_CONTEXT_GIB = 0.55  # torch 2.x CUDA context + cuBLAS workspace on Hopper
+CUDA_CONTEXT_GIB = 0.55  # torch 2.x CUDA context + cuBLAS workspace on an H200: outside torch's reserved memory
 METHODS = ("lora", "lora-8bit", "qlora")
 
-# Fitted to H200 measurements (module docstring); element counts per token and layer, before the dtype.
+# Fitted to H200 measurements (module docstring): elements per token and layer, before the dtype.
 ACTIVATION_HIDDEN = 12.0
 ACTIVATION_INTERMEDIATE = 3.9
 ACTIVATION_ATTENTION = 1.5
-LOGIT_BYTES_PER_VOCAB = 1.33  # bf16 logits + loss workspace per token, per vocabulary entry
-INT8_BACKWARD_BYTES = 1.54  # per linear weight, bitsandbytes int8 training (measured once)
-NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights + 8-bit absmax per 64 + fp32 per 256 blocks
-ALLOCATOR_FRACTION = 0.03
+# Without Liger: HF RMSNorm keeps an fp32 copy of its input (two norms a layer), SiLU keeps its output.
+NO_LIGER_HIDDEN = 2.0
+NO_LIGER_INTERMEDIATE = 1.0
+LOGIT_BYTES_PER_VOCAB_LIGER = 1.33  # fused linear cross-entropy chunk + the rest of the per-token terms (fitted)
+LOGIT_FP32_BYTES = 8  # fp32 upcast (or log-softmax output) + fp32 gradient, per vocabulary entry and token
+INT8_BACKWARD_BYTES = 1.54  # per linear weight, bitsandbytes LLM.int8 training on CUDA (measured once)
+INT8_ROW_SCALE_BYTES = 4  # fp32 SCB per output row
+NF4_BLOCK = 64  # weights per absmax; double quantization: 256 absmax values per fp32 scale
+NF4_NESTED_BLOCK = 256
+NF4_TABLES_BYTES = 4 * (16 + 256) + 4  # per quantized layer: the NF4 and 8-bit code tables (fp32) + the absmax offset
+# Adapter bytes per LoRA weight: weight + gradient + AdamW's two moments, in the adapter's dtype.
+LORA_FP32_BYTES = (4, 4, 8)
+LORA_BF16_BYTES = (2, 2, 4)  # TRL casts adapters on a quantized base to bf16
+ALLOCATOR_FRACTION = 0.03  # fragmentation of the caching allocator: reserved above allocated
 ALLOCATOR_FIXED_GIB = 0.25
+TIGHT_SHARE = 0.10  # within 10% of the free memory: "tight"
 PEAK_BF16_FLOPS = 790e12
-STEP_OVERHEAD_S = 0.2  # launch / Python cost of an optimizer step, measured ~0.2-0.3 s on an 8B model
+STEP_OVERHEAD_S = 0.2  # launch / Python cost of a micro-batch, measured ~0.2-0.3 s on an 8B model
+GRADIENT_CHECKPOINTING_COST = 4 / 3  # recomputing the forward: ~30% slower steps
 
 
 @dataclass
@@ -58,7 +90,7 @@ class ModelFacts:
     tied: bool
     max_positions: int
     linear: list[tuple[int, int]] = field(default_factory=list)  # (in, out) of every adaptable linear layer
-    other_params: int = 0  # norms, biases: kept in 16-bit by every method
+    other_params: int = 0  # norms, biases, vision embeddings: kept in 16-bit by every method
 
     @property
     def linear_params(self) -> int:
@@ -72,12 +104,25 @@ class ModelFacts:
     def total_params(self) -> int:
         return self.linear_params + self.embedding_params + self.other_params
 
+    @property
+    def largest_linear(self) -> int:
+        return max((i * o for i, o in self.linear), default=0)
+
     def lora_params(self, rank: int) -> int:
         return sum(rank * (i + o) for i, o in self.linear)
 
 
+# --- model facts ---------------------------------------------------------------------------------
+
+# Decoders whose parameter layout facts_from_fields knows exactly (tests compare each with the real
+# architecture built on the meta device). Anything else goes through the meta device.
+ANALYTIC_TYPES = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "granite", "olmo2"}
+TIED_BY_DEFAULT = {"gemma", "gemma2", "gemma3_text"}
+
+
 def facts_from_fields(name: str, fields: dict[str, Any]) -> ModelFacts:
-    """Facts of a decoder with Llama-style blocks (Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3) from config fields."""
+    """Facts of a decoder with Llama-style blocks (ANALYTIC_TYPES) from its config.json fields."""
+    model_type = fields.get("model_type", "llama")
     hidden = fields["hidden_size"]
     heads = fields["num_attention_heads"]
     kv_heads = fields.get("num_key_value_heads") or heads
@@ -85,20 +130,46 @@ def facts_from_fields(name: str, fields: dict[str, Any]) -> ModelFacts:
     intermediate = fields["intermediate_size"]
     layers = fields["num_hidden_layers"]
     q, kv = heads * head_dim, kv_heads * head_dim
-    if fields.get("fused_qkv") or fields.get("model_type") == "phi3":
+    if model_type == "phi3" or fields.get("fused_qkv"):
         block = [(hidden, q + 2 * kv), (q, hidden), (hidden, 2 * intermediate), (intermediate, hidden)]
     else:
         block = [(hidden, q), (hidden, kv), (hidden, kv), (q, hidden),
                  (hidden, intermediate), (hidden, intermediate), (intermediate, hidden)]
-    norms_per_layer = 4 if str(fields.get("model_type", "")).startswith("gemma") else 2
-    other = layers * norms_per_layer * hidden + hidden
-    if fields.get("attention_bias", fields.get("model_type") == "qwen2"):  # Qwen2 always has q/k/v biases
-        other += layers * (q + 2 * kv)
-    return ModelFacts(name=name, model_type=fields.get("model_type", "llama"), hidden=hidden, intermediate=intermediate,
+    # Norms: Gemma 2/3 add post-attention and post-feedforward norms; OLMo-2 has only those two.
+    per_layer = (4 if model_type in ("gemma2", "gemma3_text") else 2) * hidden
+    if model_type in ("qwen3", "gemma3_text"):
+        per_layer += 2 * head_dim  # q_norm, k_norm per head
+    elif model_type == "olmo2":
+        per_layer += q + kv  # q_norm, k_norm over all heads
+    if model_type == "qwen2":
+        per_layer += q + 2 * kv  # Qwen2 always has q/k/v biases, no o_proj bias
+    elif fields.get("attention_bias") and model_type != "phi3":
+        per_layer += q + 2 * kv + hidden
+    if fields.get("mlp_bias") and model_type in ("llama", "granite"):
+        per_layer += 2 * intermediate + hidden
+    linear = block * layers
+    other = layers * per_layer + hidden  # + the final norm
+    vision = fields.get("vision_config")
+    if vision:  # a multimodal catalog entry (Gemma 3 4B+): its SigLIP tower is adapted and quantized too
+        vision_linear, vision_other = _siglip_layout(vision, hidden)
+        linear, other = linear + vision_linear, other + vision_other
+    return ModelFacts(name=name, model_type=model_type, hidden=hidden, intermediate=intermediate,
                       layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim, vocab=fields["vocab_size"],
-                      tied=bool(fields.get("tie_word_embeddings", False)),
+                      tied=bool(fields.get("tie_word_embeddings", model_type in TIED_BY_DEFAULT)),
                       max_positions=fields.get("max_position_embeddings") or 4096,
-                      linear=block * layers, other_params=other)
+                      linear=linear, other_params=other)
+
+
+def _siglip_layout(vision: dict[str, Any], text_hidden: int) -> tuple[list[tuple[int, int]], int]:
+    """(linear shapes, other parameters) of a SigLIP vision tower and Gemma 3's projector into the text model."""
+    width, mlp, layers = vision["hidden_size"], vision["intermediate_size"], vision["num_hidden_layers"]
+    patches = (vision["image_size"] // vision["patch_size"]) ** 2
+    block = [(width, width)] * 4 + [(width, mlp), (mlp, width)]
+    per_layer = 4 * width + 4 * width + mlp + width  # two layer norms (weight + bias), q/k/v/o and fc biases
+    patch_embedding = vision.get("num_channels", 3) * vision["patch_size"] ** 2 * width + width
+    other = layers * per_layer + patch_embedding + patches * width + 2 * width  # + position embedding, post norm
+    other += width * text_hidden + width  # projector weight (a parameter, not a Linear) and its norm
+    return block * layers, other
 
 
 def _facts_from_meta_model(name: str, config) -> ModelFacts:
@@ -108,15 +179,18 @@ def _facts_from_meta_model(name: str, config) -> ModelFacts:
 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-    linear, embedding, other = [], 0, 0
-    for module_name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and "lm_head" not in module_name:
+    output = model.get_output_embeddings()
+    linear_weights = set()
+    linear = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not output:
             linear.append((module.in_features, module.out_features))
-    counted = {id(p) for m in model.modules() if isinstance(m, torch.nn.Linear) for p in [m.weight]}
-    for parameter_name, parameter in model.named_parameters():
-        if id(parameter) in counted and "lm_head" not in parameter_name:
+            linear_weights.add(id(module.weight))
+    embedding, other = 0, 0
+    for parameter_name, parameter in model.named_parameters():  # tied parameters are listed once
+        if id(parameter) in linear_weights:
             continue
-        if "embed" in parameter_name or "lm_head" in parameter_name or "wte" in parameter_name:
+        if (output is not None and parameter is output.weight) or parameter is model.get_input_embeddings().weight:
             embedding += parameter.numel()
         else:
             other += parameter.numel()
@@ -134,35 +208,35 @@ def _facts_from_meta_model(name: str, config) -> ModelFacts:
                       other_params=other + max(0, embedding - vocab * hidden * (1 if tied else 2)))
 
 
-LLAMA_LIKE = {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2", "granite"}
-
-
-def _config_fields(model: str, token: str | None) -> dict[str, Any]:
+def _config_fields(model: str, token: str | None, revision: str | None = None) -> dict[str, Any]:
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         config_path = path / "config.json"
         if not config_path.exists():
             raise ModelError(f"{model} has no config.json; point at the folder save_pretrained wrote.")
         return json.loads(config_path.read_text())
-    if model.startswith((".", "/", "~")):
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelError(f"model folder {model} does not exist; check the path, or give a Hub id (org/name).")
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+
     try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        raise
-    try:
-        return json.loads(Path(hf_hub_download(model, "config.json", token=token)).read_text())
+        return json.loads(Path(hf_hub_download(model, "config.json", revision=revision, token=token)).read_text())
     except GatedRepoError:
-        raise HubError(f"'{model}' is gated: request access at https://huggingface.co/{model}, then log in.") from None
+        raise HubError(f"{model} is gated and this account has no access yet: request it at "
+                       f"{constants.ENDPOINT}/{model}, then try again.") from None
     except RepositoryNotFoundError:
-        raise HubError(f"no model '{model}' on the Hub; check the spelling (org/name) or give a local folder.") from None
-    except Exception as error:
-        raise HubError(f"could not read {model}'s config from the Hub ({type(error).__name__}); "
-                       "for offline use give a catalog model or a local folder.") from None
+        hint = "" if token else " (if it is private, log in first with `lora-wizard login`)"
+        raise HubError(f"No model '{model}' on the Hub; check the spelling (org/name) or give a local folder{hint}.") from None
+    except EntryNotFoundError:
+        raise ModelError(f"{model} has no config.json on the Hub; is it a transformers model?") from None
+    except Exception as error:  # offline, unreachable, refused token: the Hub module's one-line wording
+        from core.hub import _hub_error
+
+        raise _hub_error(error, token, model) from None
 
 
-def model_facts(model: str, token: str | None = None) -> ModelFacts:
+def model_facts(model: str, token: str | None = None, revision: str | None = None) -> ModelFacts:
     """Facts from the catalog (offline, instant), a local folder's config.json, or the Hub's."""
     from core.catalog import lookup
 
@@ -171,16 +245,23 @@ def model_facts(model: str, token: str | None = None) -> ModelFacts:
         found = lookup(model)
         if found:
             return facts_from_fields(found[0], found[1])
-    fields = _config_fields(model, token)
-    text_fields = fields.get("text_config") or fields
-    if fields.get("model_type") in LLAMA_LIKE and not fields.get("text_config"):
+    fields = _config_fields(model, token, revision)
+    if fields.get("model_type") in ANALYTIC_TYPES and "text_config" not in fields:
         return facts_from_fields(model, fields)
+    if "model_type" not in fields:
+        raise ModelError(f"{model}'s config.json has no model_type; it is not a transformers model config.")
     from transformers import AutoConfig
 
-    config = AutoConfig.for_model(**fields) if "model_type" in fields else AutoConfig.from_pretrained(model)
-    del text_fields
-    return _facts_from_meta_model(model, config)
+    config_fields = dict(fields)
+    try:
+        config = AutoConfig.for_model(config_fields.pop("model_type"), **config_fields)
+        return _facts_from_meta_model(model, config)
+    except (ValueError, KeyError) as error:
+        raise ModelError(f"transformers does not know {model}'s architecture ({fields.get('model_type')}): "
+                         f"{str(error).splitlines()[0]}") from None
 
+
+# --- the estimate --------------------------------------------------------------------------------
 
 @dataclass
 class Estimate:
@@ -191,81 +272,129 @@ class Estimate:
     weights_gib: float
     peak_gib: float
     breakdown: dict[str, float]
-    fits: str = "unknown"  # fits | tight | no | unknown
+    fits: str = "unknown"  # fits | tight | no | unknown (no capacity given)
+    liger: bool = False
+    device: str = "cuda"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def liger_available() -> bool:
+    """Whether the engine's `train.liger_kernels: auto` would turn Liger on (installed; checked without importing)."""
+    import importlib.util
+
+    return importlib.util.find_spec("liger_kernel") is not None
+
+
 def weight_bytes(facts: ModelFacts, method: str, dtype_bytes: int = 2) -> float:
-    """Bytes of the base model's weights in the method's precision."""
+    """Bytes of the base model's weights in the method's precision (unquantized parts in `dtype_bytes`)."""
     unquantized = facts.embedding_params + facts.other_params
     if method == "lora":
         return facts.total_params * dtype_bytes
     if method == "lora-8bit":
         rows = sum(o for _, o in facts.linear)
-        return facts.linear_params + 4 * rows + unquantized * dtype_bytes  # int8 + fp32 scale per output row
-    return facts.linear_params * NF4_BYTES + unquantized * dtype_bytes
+        return facts.linear_params + INT8_ROW_SCALE_BYTES * rows + unquantized * dtype_bytes
+    if method == "qlora":
+        return sum(nf4_bytes(i * o) for i, o in facts.linear) + unquantized * dtype_bytes
+    raise ValueError(f"unknown method {method}")
+
+
+def adapter_bytes(facts: ModelFacts, method: str, rank: int) -> dict[str, float]:
+    """LoRA weights, their gradients and AdamW's two moments: fp32 on a 16-bit base (peft upcasts adapters),
+    bf16 on a quantized base (TRL's SFTTrainer casts them, as the QLoRA paper does)."""
+    count = facts.lora_params(rank)
+    weight, gradient, optimizer = LORA_FP32_BYTES if method == "lora" else LORA_BF16_BYTES
+    return {"lora_weights": count * weight, "lora_gradients": count * gradient, "optimizer_states": count * optimizer}
+
+
+def nf4_bytes(weights: int) -> int:
+    """Bytes of one weight matrix in NF4 with double quantization, as bitsandbytes stores it."""
+    blocks = math.ceil(weights / NF4_BLOCK)
+    return weights // 2 + blocks + 4 * math.ceil(blocks / NF4_NESTED_BLOCK) + NF4_TABLES_BYTES
+
+
+def activation_bytes_per_token_and_layer(facts: ModelFacts, dtype_bytes: int, liger: bool) -> float:
+    """Everything one decoder layer keeps for backward, per token, without checkpointing."""
+    q_width, kv_width = facts.heads * facts.head_dim, facts.kv_heads * facts.head_dim
+    elements = (ACTIVATION_HIDDEN * facts.hidden + ACTIVATION_INTERMEDIATE * facts.intermediate
+                + ACTIVATION_ATTENTION * (q_width + 2 * kv_width))
+    if not liger:
+        # In fp32 (the CPU) the norm's upcast is no copy; the SiLU output is kept either way.
+        elements += (NO_LIGER_HIDDEN * facts.hidden if dtype_bytes == 2 else 0) + NO_LIGER_INTERMEDIATE * facts.intermediate
+    return dtype_bytes * elements
 
 
 def estimate(facts: ModelFacts, method: str, batch_size: int = 4, seq_len: int = 1024, rank: int = 16,
-             gradient_checkpointing: bool = True, device: str = "cuda", capacity_gib: float | None = None) -> Estimate:
-    """Peak memory of a training step of the engine for `method` (peak reserved + CUDA context)."""
+             gradient_checkpointing: bool = True, device: str = "cuda", capacity_gib: float | None = None,
+             liger: bool | None = None) -> Estimate:
+    """Peak memory of one training step of the engine for `method`: peak reserved + CUDA context.
+
+    `device="cpu"` gives the CPU-memory estimate of a CPU run (the engine trains in fp32 there, without
+    Liger, and there is no CUDA context). `liger=None` means what the engine's `auto` does: on with CUDA
+    when liger-kernel is installed."""
     if method not in METHODS:
-        raise ValueError(f"unknown method {method}")
+        raise ValueError(f"unknown method {method}; choose one of {', '.join(METHODS)}")
     cpu = device == "cpu"
-    dtype_bytes = 4 if cpu else 2  # the CPU trains in fp32
-    weights = weight_bytes(facts, method, dtype_bytes)
-    lora = facts.lora_params(rank)
-    # LoRA weights, gradients and AdamW's two moments: fp32 on a 16-bit base (peft's default), bf16 on a
-    # quantized base (TRL casts them, per the QLoRA paper).
-    lora_bytes = lora * (16 if method == "lora" or cpu else 8)
+    liger = False if cpu else (liger_available() if liger is None else liger)
+    dtype_bytes = 4 if cpu else 2
     tokens = batch_size * seq_len
-    q_width, kv_width = facts.heads * facts.head_dim, facts.kv_heads * facts.head_dim
-    per_layer = dtype_bytes * (ACTIVATION_HIDDEN * facts.hidden + ACTIVATION_INTERMEDIATE * facts.intermediate
-                               + ACTIVATION_ATTENTION * (q_width + 2 * kv_width))
+
+    weights = weight_bytes(facts, method, dtype_bytes)
+    adapter = adapter_bytes(facts, method, rank)
+
+    per_layer = activation_bytes_per_token_and_layer(facts, dtype_bytes, liger)
     if gradient_checkpointing:
         activations = tokens * (facts.layers * dtype_bytes * facts.hidden + per_layer)
     else:
         activations = tokens * facts.layers * per_layer
-    logits = tokens * LOGIT_BYTES_PER_VOCAB * facts.vocab * (dtype_bytes / 2)
-    largest = max((i * o for i, o in facts.linear), default=0)
-    buffers = 0.0
-    if method == "qlora":
-        buffers = largest * dtype_bytes  # one weight dequantized at a time
-    elif method == "lora-8bit":
-        buffers = facts.linear_params * INT8_BACKWARD_BYTES
-    allocated = weights + lora_bytes + activations + logits + buffers
-    allocator = 0.0 if cpu else ALLOCATOR_FRACTION * allocated + ALLOCATOR_FIXED_GIB * GIB
-    context = 0.0 if cpu else CUDA_CONTEXT_GIB * GIB
-    breakdown = {
-        "weights": weights, "lora_weights_grads_optimizer": lora_bytes, "activations": activations,
-        "logits_and_loss": logits, "quantization_buffers": buffers, "allocator": allocator, "cuda_context": context,
+    if liger:
+        logits = tokens * LOGIT_BYTES_PER_VOCAB_LIGER * facts.vocab
+    else:
+        logits = tokens * (dtype_bytes + LOGIT_FP32_BYTES) * facts.vocab
+
+    dequantization = facts.largest_linear * dtype_bytes if method == "qlora" else 0.0
+    int8_backward = facts.linear_params * INT8_BACKWARD_BYTES if method == "lora-8bit" and not cpu else 0.0
+    allocated = weights + sum(adapter.values()) + activations + logits + dequantization + int8_backward
+    breakdown_bytes = {
+        "weights": weights,
+        **adapter,
+        "activations": activations,
+        "logits_and_loss": logits,
+        "dequantization_buffers": dequantization,
+        "int8_backward_buffers": int8_backward,
+        "allocator": 0.0 if cpu else ALLOCATOR_FRACTION * allocated + ALLOCATOR_FIXED_GIB * GIB,
+        "cuda_context": 0.0 if cpu else CUDA_CONTEXT_GIB * GIB,
     }
-    breakdown = {key: round(value / GIB, 3) for key, value in breakdown.items()}
-    peak = round(sum(breakdown.values()), 2)
-    result = Estimate(method, batch_size, seq_len, gradient_checkpointing, breakdown["weights"], peak, breakdown)
+    breakdown = {key: round(value / GIB, 4) for key, value in breakdown_bytes.items()}
+    peak = round(sum(breakdown_bytes.values()) / GIB, 2)
+    result = Estimate(method, batch_size, seq_len, gradient_checkpointing, breakdown["weights"], peak, breakdown,
+                      liger=liger, device=device)
     if capacity_gib:
         result.fits = verdict(peak, capacity_gib)
     return result
 
 
 def verdict(peak_gib: float, capacity_gib: float) -> str:
-    if peak_gib <= 0.9 * capacity_gib:
+    """'fits', 'tight' (within 10% of the free memory) or 'no'."""
+    if peak_gib <= (1 - TIGHT_SHARE) * capacity_gib:
         return "fits"
     if peak_gib <= capacity_gib:
         return "tight"
     return "no"
 
 
+# --- the fastest settings that fit ---------------------------------------------------------------
+
 def _relative_speed(facts: ModelFacts, tokens: int, gradient_checkpointing: bool) -> float:
-    """Tokens per second up to a constant: a fixed per-step cost, then compute (4/3 more with recomputation)."""
+    """Tokens per second up to a constant: a fixed cost per micro-batch, then compute (+1/3 with recomputation)."""
     seconds_per_token = 6 * facts.total_params / (PEAK_BF16_FLOPS * 0.5)
     overhead_tokens = STEP_OVERHEAD_S / seconds_per_token
-    return tokens / (overhead_tokens + tokens * (4 / 3 if gradient_checkpointing else 1.0))
+    return tokens / (overhead_tokens + tokens * (GRADIENT_CHECKPOINTING_COST if gradient_checkpointing else 1.0))
 
 
 def suggested_max_length(token_lengths: Sequence[int] | None, configured: int, max_positions: int) -> int:
+    """p99 of the real token lengths rounded up to a multiple of 64, within the configured length and the model's."""
     if not token_lengths:
         return min(configured, max_positions)
     ordered = sorted(token_lengths)
@@ -273,77 +402,141 @@ def suggested_max_length(token_lengths: Sequence[int] | None, configured: int, m
     return max(64, min(configured, max_positions, int(math.ceil(p99 / 64) * 64)))
 
 
+def examples_per_row(token_lengths: Sequence[int] | None, max_length: int, packing: bool) -> float:
+    """Examples a packed row of `max_length` tokens holds on average (truncated examples count as full)."""
+    if not packing:
+        return 1.0
+    if not token_lengths:
+        return 2.0  # no data seen yet: a guess, refined once the dataset's lengths are known
+    mean_length = sum(min(length, max_length) for length in token_lengths) / len(token_lengths)
+    return max(1.0, max_length / max(mean_length, 1.0))
+
+
 def fastest_settings(facts: ModelFacts, method: str, gpu_gib: float | None, token_lengths: Sequence[int] | None = None,
                      rank: int = 16, max_length: int = 1024, target_examples: int = 16, device: str | None = None,
-                     packing: bool = True) -> dict[str, Any]:
+                     packing: bool = True, liger: bool | None = None) -> dict[str, Any]:
     """Micro-batch, accumulation, checkpointing and max length that train fastest within `gpu_gib`.
 
-    On the CPU (gpu_gib None) memory is rarely the limit and compute is: a small micro-batch, no
-    checkpointing."""
+    The effective batch stays near `target_examples` examples (packed rows hold several); within that,
+    the largest micro-batch wins, and checkpointing stays off whenever it fits (recomputation costs ~30%).
+    On the CPU (gpu_gib None) compute is the limit, not memory: a small micro-batch, no checkpointing
+    unless the run would not fit in free memory."""
     device = device or ("cuda" if gpu_gib else "cpu")
     length = suggested_max_length(token_lengths, max_length, facts.max_positions)
-    mean_length = (sum(token_lengths) / len(token_lengths)) if token_lengths else length / 2
-    examples_per_row = max(1.0, length / mean_length) if packing else 1.0
+    per_row = examples_per_row(token_lengths, length, packing)
+
+    def accumulation(batch: int) -> int:
+        return max(1, round(target_examples / (batch * per_row)))
+
+    def settings(result: Estimate, note: str | None = None) -> dict[str, Any]:
+        chosen = {"batch_size": result.batch_size, "grad_accum": accumulation(result.batch_size),
+                  "gradient_checkpointing": result.gradient_checkpointing, "max_length": length,
+                  "peak_gib": result.peak_gib, "fits": result.fits,
+                  "examples_per_step": round(result.batch_size * per_row * accumulation(result.batch_size), 1)}
+        if note:
+            chosen["note"] = note
+        return chosen
+
     if device == "cpu" or not gpu_gib:
         from core.hardware import system_memory_gib
 
-        batch = 2
-        chosen = estimate(facts, method, batch, length, rank, False, device="cpu")
-        available = system_memory_gib()[1]
-        return {"batch_size": batch, "grad_accum": max(1, round(target_examples / (batch * examples_per_row))),
-                "gradient_checkpointing": bool(available and chosen.peak_gib > 0.8 * available),
-                "max_length": length, "peak_gib": chosen.peak_gib, "fits": verdict(chosen.peak_gib, available) if available else "unknown"}
-    best = None
-    for checkpointing in (False, True):
-        for batch in (1, 2, 4, 8, 16, 32, 64):
-            result = estimate(facts, method, batch, length, rank, checkpointing, capacity_gib=gpu_gib)
+        available = system_memory_gib()[1] or None
+        batch = max(1, min(2, round(target_examples / per_row)))
+        result = estimate(facts, method, batch, length, rank, False, device="cpu", capacity_gib=available)
+        if result.fits == "no":
+            result = estimate(facts, method, 1, length, rank, True, device="cpu", capacity_gib=available)
+        return settings(result)
+
+    # Micro-batches that keep the effective batch near the target: one per accumulation count.
+    batches = sorted({max(1, round(target_examples / (per_row * accum))) for accum in range(1, target_examples + 1)},
+                     reverse=True)
+    best: tuple[float, Estimate] | None = None
+    fallback: Estimate | None = None
+    for batch in batches:
+        for checkpointing in (False, True):
+            result = estimate(facts, method, batch, length, rank, checkpointing, capacity_gib=gpu_gib, liger=liger)
+            if result.fits == "tight" and fallback is None:
+                fallback = result
             if result.fits != "fits":
                 continue
             speed = _relative_speed(facts, batch * length, checkpointing)
-            if best is None or speed > best[0] * 1.02:
+            if best is None or speed > best[0]:
                 best = (speed, result)
-    if best is None:  # nothing fits: the smallest footprint, and say so
-        result = estimate(facts, method, 1, length, rank, True, capacity_gib=gpu_gib)
-    else:
-        result = best[1]
-    return {"batch_size": result.batch_size,
-            "grad_accum": max(1, round(target_examples / (result.batch_size * examples_per_row))),
-            "gradient_checkpointing": result.gradient_checkpointing, "max_length": length,
-            "peak_gib": result.peak_gib, "fits": result.fits}
+    if best is not None:
+        return settings(best[1])
+    if fallback is not None:
+        return settings(fallback, "only a tight fit: close other work on the GPU, or shorten max_length")
+    smallest = estimate(facts, method, 1, length, rank, True, capacity_gib=gpu_gib, liger=liger)
+    shorter = length
+    while shorter > 64:
+        shorter = max(64, (shorter // 2) // 64 * 64)
+        if estimate(facts, method, 1, shorter, rank, True, capacity_gib=gpu_gib, liger=liger).fits == "fits":
+            return settings(smallest, f"does not fit even at micro-batch 1 with checkpointing; max_length {shorter} "
+                                      "would, or a smaller model or a method with fewer bits")
+    return settings(smallest, "does not fit even at micro-batch 1 with checkpointing; pick a smaller model, "
+                              "a method with fewer bits or a bigger GPU")
+
+
+# --- lora-wizard estimate ------------------------------------------------------------------------
+
+def _token_for(model: str) -> str | None:
+    """The stored Hub token, only when the model must come from the Hub (no keyring call otherwise)."""
+    from core.catalog import lookup
+
+    if Path(os.path.expanduser(model)).is_dir() or lookup(model):
+        return None
+    try:
+        from core.hub import get_token
+
+        return get_token()[0]
+    except Exception:  # no keyring answer: public models still work without a token
+        return None
 
 
 def estimate_command(args) -> int:
     """`lora-wizard estimate MODEL [--method M] [--batch-size B --seq-len S --rank R] [--gpu-gib G] [--json]`."""
     from core.hardware import describe, detect_gpus
 
-    facts = model_facts(args.model)
+    facts = model_facts(args.model, token=_token_for(args.model))
     gpus = [] if args.gpu_gib else detect_gpus()
     capacity = args.gpu_gib or (min(g.free_gib for g in gpus) if gpus else None)
     methods = [args.method] if args.method else list(METHODS)
     choice = {"on": [True], "off": [False], "auto": [False, True]}[args.gradient_checkpointing]
-    rows = [estimate(facts, m, args.batch_size, args.seq_len, args.rank, gc, capacity_gib=capacity)
+    liger = liger_available()
+    rows = [estimate(facts, m, args.batch_size, args.seq_len, args.rank, gc, capacity_gib=capacity, liger=liger)
             for m in methods for gc in choice]
-    fastest = {m: fastest_settings(facts, m, capacity, rank=args.rank, max_length=args.seq_len) for m in methods} \
-        if capacity else {}
+    fastest = {m: fastest_settings(facts, m, capacity, rank=args.rank, max_length=args.seq_len, liger=liger)
+               for m in methods} if capacity else {}
     if args.json:
         methods_out = {}
         for method in methods:
             candidates = [r for r in rows if r.method == method]
+            # The row a person would run: checkpointing off when it fits, else on.
             primary = next((r for r in candidates if r.fits == "fits"), candidates[-1])
             methods_out[method] = {**primary.to_dict(), "estimates": [r.to_dict() for r in candidates],
                                    "fastest_settings": fastest.get(method)}
-        print(json.dumps({"model": facts.name, "parameters": facts.total_params, "gpus": [asdict(g) for g in gpus],
-                          "capacity_gib": capacity, "methods": methods_out}, indent=2))
+        print(json.dumps({"model": facts.name, "parameters": facts.total_params, "gpus": [g.to_dict() for g in gpus],
+                          "capacity_gib": capacity, "liger": liger, "cuda_context_gib": CUDA_CONTEXT_GIB,
+                          "methods": methods_out}, indent=2))
         return 0
-    where = f"a {args.gpu_gib:.0f} GiB GPU" if args.gpu_gib else describe(gpus)
+    where = f"a {args.gpu_gib:g} GiB GPU" if args.gpu_gib else describe(gpus)
     print(f"{facts.name}: {facts.total_params / 1e9:.2f}B parameters; micro-batch {args.batch_size} x {args.seq_len} "
-          f"tokens, LoRA rank {args.rank}; against {where}")
-    print(f"{'method':<10} {'checkpointing':<14} {'weights':>9} {'peak':>9}  fits")
+          f"tokens, LoRA rank {args.rank}, Liger {'on' if liger else 'off'}; against {where}")
+    header = f"{'method':<10} {'checkpointing':<13} {'weights':>8} {'adapter':>8} {'activ.':>8} {'logits':>8} " \
+             f"{'other':>8} {'peak':>8}  fits"
+    print(header)
     for row in rows:
-        print(f"{row.method:<10} {'on' if row.gradient_checkpointing else 'off':<14} {row.weights_gib:>8.1f}G "
-              f"{row.peak_gib:>8.1f}G  {row.fits if capacity else '-'}")
+        b = row.breakdown
+        adapter = b["lora_weights"] + b["lora_gradients"] + b["optimizer_states"]
+        other = row.peak_gib - row.weights_gib - adapter - b["activations"] - b["logits_and_loss"]
+        print(f"{row.method:<10} {'on' if row.gradient_checkpointing else 'off':<13} {row.weights_gib:>7.1f}G "
+              f"{adapter:>7.2f}G {b['activations']:>7.1f}G {b['logits_and_loss']:>7.1f}G {other:>7.1f}G "
+              f"{row.peak_gib:>7.1f}G  {row.fits if capacity else '-'}")
+    if not capacity:
+        print("peak = what must be free on the GPU (CUDA context included); give --gpu-gib to check a card size.")
     for method, settings in fastest.items():
-        print(f"fastest for {method}: micro-batch {settings['batch_size']} x {settings['max_length']}, accumulation "
-              f"{settings['grad_accum']}, checkpointing {'on' if settings['gradient_checkpointing'] else 'off'} "
-              f"({settings['peak_gib']:.1f} GiB, {settings['fits']})")
+        line = (f"fastest for {method}: micro-batch {settings['batch_size']} x {settings['max_length']}, accumulation "
+                f"{settings['grad_accum']}, checkpointing {'on' if settings['gradient_checkpointing'] else 'off'} "
+                f"({settings['peak_gib']:.1f} GiB, {settings['fits']})")
+        print(line + (f"; {settings['note']}" if settings.get("note") else ""))
     return 0
