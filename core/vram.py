@@ -70,6 +70,7 @@ LORA_FP32_BYTES = (4, 4, 8)
 LORA_BF16_BYTES = (2, 2, 4)  # TRL casts adapters on a quantized base to bf16
 ALLOCATOR_FRACTION = 0.03  # fragmentation of the caching allocator: reserved above allocated
 ALLOCATOR_FIXED_GIB = 0.25
+HUB_TIMEOUT_S = 15.0
 TIGHT_SHARE = 0.10  # within 10% of the free memory: "tight"
 PEAK_BF16_FLOPS = 790e12
 STEP_OVERHEAD_S = 0.2  # launch / Python cost of a micro-batch, measured ~0.2-0.3 s on an 8B model
@@ -217,11 +218,27 @@ def _config_fields(model: str, token: str | None, revision: str | None = None) -
         return json.loads(config_path.read_text())
     if model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ModelError(f"model folder {model} does not exist; check the path, or give a Hub id (org/name).")
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub import constants, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
+
+    try:  # a config downloaded before (training downloads it) answers offline and at once
+        return json.loads(Path(hf_hub_download(model, "config.json", revision=revision, token=token,
+                                                local_files_only=True)).read_text())
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        pass
+    if constants.HF_HUB_OFFLINE:
+        raise HubError(f"HF_HUB_OFFLINE is set and {model}'s config is not in the cache; unset it, or give a "
+                       "catalog model or a local folder.")
+    # One GET, no retries: hf_hub_download backs off for ~20 s on a machine without network.
+    from huggingface_hub import get_session
+    from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
     try:
-        return json.loads(Path(hf_hub_download(model, "config.json", revision=revision, token=token)).read_text())
+        response = get_session().get(hf_hub_url(model, "config.json", revision=revision),
+                                     headers=build_hf_headers(token=token), follow_redirects=True, timeout=HUB_TIMEOUT_S)
+        hf_raise_for_status(response)
+        return json.loads(response.content)
     except GatedRepoError:
         raise HubError(f"{model} is gated and this account has no access yet: request it at "
                        f"{constants.ENDPOINT}/{model}, then try again.") from None
@@ -230,7 +247,9 @@ def _config_fields(model: str, token: str | None, revision: str | None = None) -
         raise HubError(f"No model '{model}' on the Hub; check the spelling (org/name) or give a local folder{hint}.") from None
     except EntryNotFoundError:
         raise ModelError(f"{model} has no config.json on the Hub; is it a transformers model?") from None
-    except Exception as error:  # offline, unreachable, refused token: the Hub module's one-line wording
+    except json.JSONDecodeError:
+        raise ModelError(f"{model}'s config.json on the Hub is not valid JSON.") from None
+    except Exception as error:  # unreachable, refused token: the Hub module's one-line wording
         from core.hub import _hub_error
 
         raise _hub_error(error, token, model) from None

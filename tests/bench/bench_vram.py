@@ -1,11 +1,15 @@
-"""Estimator vs measured peak memory on a GPU, over the calibration matrix of issue 3.
+"""The estimator against measured peak memory on a GPU, over issue 3's matrix. One command:
 
-    python tests/bench/bench_vram.py --out $OUT          # all shapes x methods x 2 batch shapes x checkpointing
-    python tests/bench/bench_vram.py --shapes llama-3-8b --methods qlora
+    python3 tests/bench/bench_vram.py                        # 3 shapes x 3 methods x 2 batch shapes x gc on/off
+    python3 tests/bench/bench_vram.py --shapes llama-3.2-1b --budget-minutes 9   # what fits one 10-minute call
 
-Each case runs the project's own trainer (tests/bench/bench_gpu.py --case) in a fresh process for a
-few steps and compares `core.vram.estimate(...).peak_gib` (peak reserved + CUDA context) with the
-measured torch.cuda.max_memory_reserved() + the context constant. Prints a table and writes JSON.
+Each case is the project's own trainer in a fresh process (`python -m core.train RUN_DIR` on a
+config.yaml written here), a few steps on a real architecture with random bf16 weights
+(tests/bench/shapes.py, saved once under /tmp/shapes) and token-exact synthetic data. Measured: the
+largest `max_reserved_gib` / `max_allocated_gib` the trainer's step events report (torch's peaks,
+fresh per process, loading included), and the CUDA context as `used - reserved` at the first step (on
+an otherwise idle card). Compared with `core.vram.estimate(...).peak_gib` for the same settings and
+the Liger state the run really had. Prints a table last; writes bench-vram.json to --out ($OUT).
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,49 +30,119 @@ from shapes import SHAPES, build_shaped_model, synthetic_rows, write_rows  # noq
 
 from core.vram import CUDA_CONTEXT_GIB, estimate, facts_from_fields  # noqa: E402
 
-BATCH_SHAPES = [(4, 512), (8, 1024)]  # (packed rows per micro-batch, row length)
+# (packed rows per micro-batch, row length): the same 4096 tokens in short and long rows, so the table
+# also shows that attention memory does not grow with the square of the row length.
+BATCH_SHAPES = [(8, 512), (2, 2048)]
+RANK = 16
+
+
+def run_case(model_dir: Path, data: Path, method: str, batch: int, length: int, checkpointing: bool, steps: int,
+             liger: str, timeout_s: float) -> dict:
+    from core.config import config_from_dict
+
+    run_dir = Path("/tmp/bench-vram") / f"{model_dir.name}-{method}-b{batch}-l{length}-gc{int(checkpointing)}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    config = config_from_dict({
+        "model": str(model_dir), "method": method,
+        "lora": {"r": RANK, "alpha": 2 * RANK, "dropout": 0.05, "target_modules": "all-linear"},
+        "data": {"path": str(data), "max_length": length, "eval_fraction": 0.0},
+        "train": {"max_steps": steps, "batch_size": batch, "grad_accum": 1, "gradient_checkpointing": checkpointing,
+                  "logging_steps": 1, "save_steps": 100_000, "lr": 2e-4,
+                  "liger_kernels": {"auto": "auto", "on": True, "off": False}[liger]},
+        "output_dir": str(run_dir),
+    })
+    config.save(run_dir / "config.yaml")
+    started = time.monotonic()
+    try:
+        process = subprocess.run([sys.executable, "-m", "core.train", str(run_dir)], capture_output=True, text=True,
+                                 timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
+        returncode = process.returncode
+    except subprocess.TimeoutExpired:
+        returncode = "timeout"
+    events = []
+    if (run_dir / "events.jsonl").exists():
+        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines() if line.strip()]
+    steps_seen = [e for e in events if e["type"] == "step" and e.get("gpu_memory")]
+    row: dict = {"seconds": round(time.monotonic() - started, 1)}
+    if steps_seen:
+        gpu = [e["gpu_memory"][0] for e in steps_seen]
+        row["reserved_gib"] = max(g["max_reserved_gib"] for g in gpu)
+        row["allocated_gib"] = max(g["max_allocated_gib"] for g in gpu)
+        row["context_gib"] = round(gpu[0]["used_gib"] - gpu[0]["reserved_gib"], 2)
+    final = next((e for e in reversed(events) if e["type"] in ("done", "failed", "cancelled")), None)
+    if final and final["type"] == "done":
+        row["liger"] = bool((final.get("kernels") or {}).get("liger"))
+    else:
+        reason = (final or {}).get("reason") or f"exit {returncode}; see {run_dir}/trainer.log"
+        row["failed"] = reason[:200]
+    return row
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="llama-3.2-1b,llama-3-8b,qwen2.5-7b")
     parser.add_argument("--methods", default="lora,lora-8bit,qlora")
+    parser.add_argument("--batch-shapes", default=",".join(f"{b}x{l}" for b, l in BATCH_SHAPES),
+                        help="micro-batch x row length, comma-separated")
+    parser.add_argument("--checkpointing", default="off,on")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--liger", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--budget-minutes", type=float, default=float("inf"),
+                        help="start no case after this much time (the device machine allows 10 minutes a call)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
-    bench = Path(__file__).resolve().parent / "bench_gpu.py"
-    results = []
+    deadline = time.monotonic() + 60 * args.budget_minutes
+    batch_shapes = [tuple(int(x) for x in item.split("x")) for item in args.batch_shapes.split(",")]
+    results: list[dict] = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     for shape in args.shapes.split(","):
+        if time.monotonic() > deadline:
+            break
         model_dir = build_shaped_model(shape, Path("/tmp/shapes") / shape)
-        data = write_rows(synthetic_rows(3000, SHAPES[shape]["vocab_size"], cap=1024), f"/tmp/vram-data-{shape}.jsonl")
+        cap = max(length for _, length in batch_shapes)
+        data = write_rows(synthetic_rows(4000, SHAPES[shape]["vocab_size"], cap=cap), f"/tmp/bench-vram-{shape}.jsonl")
         facts = facts_from_fields(shape, SHAPES[shape])
         for method in args.methods.split(","):
-            for batch, length in BATCH_SHAPES:
-                for checkpointing in (False, True):
-                    overrides = {"train": {"batch_size": batch, "gradient_checkpointing": checkpointing},
-                                 "data": {"max_length": length}}
-                    command = [sys.executable, str(bench), "--case", "--recipe", "ours", "--method", method,
-                               "--model-dir", str(model_dir), "--data", str(data), "--steps", "2", "--warmup", "1",
-                               "--ours", json.dumps(overrides)]
-                    process = subprocess.run(command, capture_output=True, text=True)
-                    line = next((l for l in process.stdout.splitlines() if l.startswith("RESULT ")), None)
-                    predicted = estimate(facts, method, batch, length, 16, checkpointing).peak_gib
+            for batch, length in batch_shapes:
+                for checkpointing in (item == "on" for item in args.checkpointing.split(",")):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
                     row = {"shape": shape, "method": method, "batch": batch, "length": length,
-                           "checkpointing": checkpointing, "estimate_gib": predicted}
-                    if line:
-                        measured = json.loads(line[len("RESULT "):])
-                        row.update(reserved_gib=measured["peak_reserved_gib"], allocated_gib=measured["peak_allocated_gib"])
-                        row["error_pct"] = round(100 * (predicted / (row["reserved_gib"] + CUDA_CONTEXT_GIB) - 1), 1)
-                    else:
-                        row["failed"] = (process.stderr.strip().splitlines() or ["no output"])[-1][:200]
+                           "checkpointing": checkpointing}
+                    row.update(run_case(model_dir, data, method, batch, length, checkpointing, args.steps, args.liger,
+                                        timeout_s=min(left + 60, 540)))
+                    liger = row.get("liger", args.liger == "on")
+                    predicted = estimate(facts, method, batch, length, RANK, checkpointing, liger=liger)
+                    row["estimate_gib"] = predicted.peak_gib
+                    row["breakdown"] = predicted.breakdown
+                    if "reserved_gib" in row:
+                        measured = row["reserved_gib"] + CUDA_CONTEXT_GIB
+                        row["error_pct"] = round(100 * (predicted.peak_gib / measured - 1), 1)
                     results.append(row)
                     print(json.dumps(row), flush=True)
-                    Path(args.out, "bench-vram.json").write_text(json.dumps(results, indent=1))
-    print(f"\n{'shape':<13} {'method':<10} {'micro-batch':>12} {'gc':>3} {'estimate':>9} {'measured':>9} {'error':>7}")
+                    (out / "bench-vram.json").write_text(json.dumps(results, indent=1))
+    print_table(results)
+
+
+def print_table(results: list[dict]) -> None:
+    print(f"\nestimate = core.vram peak_gib; measured = peak reserved + {CUDA_CONTEXT_GIB} GiB context constant")
+    print(f"{'shape':<13} {'method':<10} {'micro-batch':>12} {'gc':>3} {'liger':>5} {'estimate':>9} {'measured':>9} "
+          f"{'allocated':>9} {'error':>7} {'context':>8}")
     for r in results:
-        measured = f"{r['reserved_gib'] + CUDA_CONTEXT_GIB:.1f}G" if "reserved_gib" in r else "failed"
+        measured = f"{r['reserved_gib'] + CUDA_CONTEXT_GIB:.1f}G" if "reserved_gib" in r else "-"
+        allocated = f"{r['allocated_gib']:.1f}G" if "allocated_gib" in r else "-"
         error = f"{r['error_pct']:+.1f}%" if "error_pct" in r else "-"
-        print(f"{r['shape']:<13} {r['method']:<10} {r['batch']:>4} x {r['length']:<6} {'on' if r['checkpointing'] else 'off':>3} "
-              f"{r['estimate_gib']:>8.1f}G {measured:>9} {error:>7}")
+        context = f"{r['context_gib']:.2f}G" if "context_gib" in r else "-"
+        line = (f"{r['shape']:<13} {r['method']:<10} {r['batch']:>4} x {r['length']:<5} "
+                f"{'on' if r['checkpointing'] else 'off':>3} {'on' if r.get('liger') else 'off':>5} "
+                f"{r['estimate_gib']:>8.1f}G {measured:>9} {allocated:>9} {error:>7} {context:>8}")
+        print(line + (f"  FAILED: {r['failed']}" if "failed" in r else ""))
+    errors = [abs(r["error_pct"]) for r in results if "error_pct" in r]
+    if errors:
+        print(f"{len(errors)} cases measured; mean |error| {sum(errors) / len(errors):.1f}%, worst {max(errors):.1f}%")
 
 
 if __name__ == "__main__":
