@@ -125,3 +125,14 @@ def lookup(name: str) -> tuple[str, dict] | None:
     """(catalog name, config fields) for a Hub id or short name in the catalog, else None."""
     found = _INDEX.get(_key(name))
     return (found, CATALOG[found]) if found else None
+
+
+def describe_catalog() -> str:
+    """The catalog as aligned lines (name, parameters, layers, context), for `lora-wizard estimate --list`."""
+    from core.vram import facts_from_fields
+
+    lines = [f"{'model':<18} {'parameters':>10} {'layers':>6} {'context':>8}"]
+    for name, fields in CATALOG.items():
+        facts = facts_from_fields(name, fields)
+        lines.append(f"{name:<18} {facts.total_params / 1e9:>9.2f}B {facts.layers:>6} {facts.max_positions:>8}")
+    return "\n".join(lines)

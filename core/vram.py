@@ -516,6 +516,11 @@ def estimate_command(args) -> int:
     """`lora-wizard estimate MODEL [--method M] [--batch-size B --seq-len S --rank R] [--gpu-gib G] [--json]`."""
     from core.hardware import describe, detect_gpus
 
+    if getattr(args, "list", False) or not getattr(args, "model", None):
+        from core.catalog import describe_catalog
+
+        print(describe_catalog())
+        return 0
     facts = model_facts(args.model, token=_token_for(args.model))
     gpus = [] if args.gpu_gib else detect_gpus()
     capacity = args.gpu_gib or (min(g.free_gib for g in gpus) if gpus else None)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from core.catalog import CATALOG, lookup
+from core.catalog import CATALOG, describe_catalog, lookup
 from core.vram import facts_from_fields, model_facts
 
 
@@ -87,3 +87,10 @@ def test_the_model_limits_are_the_published_ones():
     assert model_facts("microsoft/Phi-3-mini-128k-instruct").max_positions == 131072
     assert model_facts("mistralai/Mistral-7B-v0.1").vocab == 32000
     assert model_facts("mistralai/Mistral-7B-v0.3").vocab == 32768
+
+
+def test_the_catalog_listing_names_every_entry():
+    lines = describe_catalog().splitlines()
+    assert len(lines) == len(CATALOG) + 1
+    assert [line.split()[0] for line in lines[1:]] == list(CATALOG)
+    assert "8.03B" in next(line for line in lines if line.startswith("Llama-3.1-8B "))

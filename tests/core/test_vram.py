@@ -113,6 +113,22 @@ def test_a_gated_hub_model_without_access_names_the_page_to_request_it(fake_hub)
     assert token not in message
 
 
+def test_offline_the_cached_config_answers_and_a_missing_one_is_one_line(fake_hub, monkeypatch):
+    from huggingface_hub import constants, hf_hub_download
+
+    from core.errors import HubError
+
+    fields = dict(model_type="llama", hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                  num_attention_heads=2, vocab_size=500)
+    fake_hub.add_model("small-org/cached", {"config.json": json.dumps(fields)})
+    hf_hub_download("small-org/cached", "config.json")  # as a training run would have
+    fake_hub.stop()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert model_facts("small-org/cached").total_params == facts_from_fields("x", fields).total_params
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE is set and small-org/never-seen's config is not in the cache"):
+        model_facts("small-org/never-seen")
+
+
 def test_unknown_models_are_one_line(fake_hub, tmp_path):
     from core.errors import HubError, ModelError
 
