@@ -23,9 +23,9 @@ DEFAULT_MAX_NEW_TOKENS = 128
 
 
 def short_model_name(model: str) -> str:
-    """A local folder by its last two parts (demo/model), a Hub id as it is."""
+    """A local folder by its name, a Hub id as it is."""
     path = Path(model)
-    return "/".join(path.parts[-2:]) if path.is_absolute() else model
+    return path.name if path.is_absolute() else model
 
 
 class ChatScreen(WizardScreen):
