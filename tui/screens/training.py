@@ -102,7 +102,8 @@ class TrainingScreen(WizardScreen):
         Binding("escape", "leave", "Runs", id="leave",
                 tooltip="Back to the start screen and the list of runs; training keeps running"),
     ]
-    DEFAULT_CSS = """
+    # Screen CSS (not DEFAULT_CSS) so these rules outrank the app stylesheet's general ones.
+    CSS = """
     TrainingScreen #run-title { text-style: bold; padding: 0 1; width: 1fr; }
     TrainingScreen #run-notes { padding: 0 1; color: $text-muted; width: 1fr; }
     TrainingScreen #run-outcome { padding: 0 1; width: 1fr; }
