@@ -30,8 +30,10 @@ tests/bench/RESULTS.md): 2 bytes x (12 h + 3.9 i + 1.5 (q + 2 kv widths)) per to
 without checkpointing, which is within ~6% of the analytic count of the tensors autograd saves,
 and 1.33 bytes x vocabulary per token for the loss and everything else that grows with tokens.
 Without Liger the analytic differences are added: HF's RMSNorm saves an fp32 copy of its input
-(+2 h bytes per norm) and SwiGLU saves the SiLU output (+2 i bytes). The 8-bit backward term
-(~1.54 bytes per linear weight) rests on one measured point.
+(+2 h bytes per norm) and SwiGLU saves the SiLU output (+2 i bytes). With LoRA dropout 0 the
+dropout masks and per-adapter input copies are taken off (analytic, not yet measured:
+tests/bench/bench_vram.py --dropout 0 measures it). The 8-bit backward term (~1.54 bytes per linear
+weight) rests on one measured point.
 
 `import core.vram` and estimates of catalog models import neither torch nor transformers.
 """
@@ -74,6 +76,7 @@ HUB_TIMEOUT_S = 15.0
 TIGHT_SHARE = 0.10  # within 10% of the free memory: "tight"
 PEAK_BF16_FLOPS = 790e12
 STEP_OVERHEAD_S = 0.2  # launch / Python cost of a micro-batch, measured ~0.2-0.3 s on an 8B model
+DEFAULT_LORA_DROPOUT = 0.05  # the engine's default (core.config), also what the H200 fit was measured with
 GRADIENT_CHECKPOINTING_COST = 4 / 3  # recomputing the forward: ~30% slower steps
 
 
@@ -333,7 +336,8 @@ def nf4_bytes(weights: int) -> int:
     return weights // 2 + blocks + 4 * math.ceil(blocks / NF4_NESTED_BLOCK) + NF4_TABLES_BYTES
 
 
-def activation_bytes_per_token_and_layer(facts: ModelFacts, dtype_bytes: int, liger: bool) -> float:
+def activation_bytes_per_token_and_layer(facts: ModelFacts, dtype_bytes: int, liger: bool, method: str = "lora",
+                                         lora_dropout: float = DEFAULT_LORA_DROPOUT) -> float:
     """Everything one decoder layer keeps for backward, per token, without checkpointing."""
     q_width, kv_width = facts.heads * facts.head_dim, facts.kv_heads * facts.head_dim
     elements = (ACTIVATION_HIDDEN * facts.hidden + ACTIVATION_INTERMEDIATE * facts.intermediate
@@ -341,12 +345,28 @@ def activation_bytes_per_token_and_layer(facts: ModelFacts, dtype_bytes: int, li
     if not liger:
         # In fp32 (the CPU) the norm's upcast is no copy; the SiLU output is kept either way.
         elements += (NO_LIGER_HIDDEN * facts.hidden if dtype_bytes == 2 else 0) + NO_LIGER_INTERMEDIATE * facts.intermediate
-    return dtype_bytes * elements
+    dropout_saving = 0.0 if lora_dropout else _dropout_bytes(facts, method, dtype_bytes)
+    return dtype_bytes * elements - dropout_saving
+
+
+def _dropout_bytes(facts: ModelFacts, method: str, dtype_bytes: int) -> float:
+    """Bytes per token and layer that LoRA dropout adds (the fit was measured with dropout 0.05).
+
+    Each adapted layer's dropout keeps a mask (1 byte an element) and its own dropped-out copy of the
+    input. Without dropout, adapters in the input's dtype share the input the layers next to them read
+    (q/k/v, gate/up); fp32 adapters on a bf16 base still get a copy each (peft casts the input to fp32,
+    autocast casts it back to bf16 for the matmul), so there only the masks go."""
+    inputs = sum(i for i, _ in facts.linear) / max(facts.layers, 1)
+    saved = inputs  # the masks
+    if method != "lora" or dtype_bytes == 4:
+        distinct = 2 * facts.hidden + facts.heads * facts.head_dim + facts.intermediate  # attention, o, MLP, down inputs
+        saved += dtype_bytes * max(0.0, inputs - distinct)
+    return saved
 
 
 def estimate(facts: ModelFacts, method: str, batch_size: int = 4, seq_len: int = 1024, rank: int = 16,
              gradient_checkpointing: bool = True, device: str = "cuda", capacity_gib: float | None = None,
-             liger: bool | None = None) -> Estimate:
+             liger: bool | None = None, lora_dropout: float = DEFAULT_LORA_DROPOUT) -> Estimate:
     """Peak memory of one training step of the engine for `method`: peak reserved + CUDA context.
 
     `device="cpu"` gives the CPU-memory estimate of a CPU run (the engine trains in fp32 there, without
@@ -362,7 +382,7 @@ def estimate(facts: ModelFacts, method: str, batch_size: int = 4, seq_len: int =
     weights = weight_bytes(facts, method, dtype_bytes)
     adapter = adapter_bytes(facts, method, rank)
 
-    per_layer = activation_bytes_per_token_and_layer(facts, dtype_bytes, liger)
+    per_layer = activation_bytes_per_token_and_layer(facts, dtype_bytes, liger, method, lora_dropout)
     if gradient_checkpointing:
         activations = tokens * (facts.layers * dtype_bytes * facts.hidden + per_layer)
     else:
@@ -433,7 +453,8 @@ def examples_per_row(token_lengths: Sequence[int] | None, max_length: int, packi
 
 def fastest_settings(facts: ModelFacts, method: str, gpu_gib: float | None, token_lengths: Sequence[int] | None = None,
                      rank: int = 16, max_length: int = 1024, target_examples: int = 16, device: str | None = None,
-                     packing: bool = True, liger: bool | None = None) -> dict[str, Any]:
+                     packing: bool = True, liger: bool | None = None,
+                     lora_dropout: float = DEFAULT_LORA_DROPOUT) -> dict[str, Any]:
     """Micro-batch, accumulation, checkpointing and max length that train fastest within `gpu_gib`.
 
     The effective batch stays near `target_examples` examples (packed rows hold several); within that,
@@ -461,9 +482,11 @@ def fastest_settings(facts: ModelFacts, method: str, gpu_gib: float | None, toke
 
         available = system_memory_gib()[1] or None
         batch = max(1, min(2, round(target_examples / per_row)))
-        result = estimate(facts, method, batch, length, rank, False, device="cpu", capacity_gib=available)
+        result = estimate(facts, method, batch, length, rank, False, device="cpu", capacity_gib=available,
+                          lora_dropout=lora_dropout)
         if result.fits == "no":
-            result = estimate(facts, method, 1, length, rank, True, device="cpu", capacity_gib=available)
+            result = estimate(facts, method, 1, length, rank, True, device="cpu", capacity_gib=available,
+                              lora_dropout=lora_dropout)
         return settings(result)
 
     # Micro-batches that keep the effective batch near the target: one per accumulation count.
@@ -473,7 +496,8 @@ def fastest_settings(facts: ModelFacts, method: str, gpu_gib: float | None, toke
     fallback: Estimate | None = None
     for batch in batches:
         for checkpointing in (False, True):
-            result = estimate(facts, method, batch, length, rank, checkpointing, capacity_gib=gpu_gib, liger=liger)
+            result = estimate(facts, method, batch, length, rank, checkpointing, capacity_gib=gpu_gib, liger=liger,
+                              lora_dropout=lora_dropout)
             if result.fits == "tight" and fallback is None:
                 fallback = result
             if result.fits != "fits":
@@ -485,11 +509,13 @@ def fastest_settings(facts: ModelFacts, method: str, gpu_gib: float | None, toke
         return settings(best[1])
     if fallback is not None:
         return settings(fallback, "only a tight fit: close other work on the GPU, or shorten max_length")
-    smallest = estimate(facts, method, 1, length, rank, True, capacity_gib=gpu_gib, liger=liger)
+    smallest = estimate(facts, method, 1, length, rank, True, capacity_gib=gpu_gib, liger=liger,
+                              lora_dropout=lora_dropout)
     shorter = length
     while shorter > 64:
         shorter = max(64, (shorter // 2) // 64 * 64)
-        if estimate(facts, method, 1, shorter, rank, True, capacity_gib=gpu_gib, liger=liger).fits == "fits":
+        if estimate(facts, method, 1, shorter, rank, True, capacity_gib=gpu_gib, liger=liger,
+                              lora_dropout=lora_dropout).fits == "fits":
             return settings(smallest, f"does not fit even at micro-batch 1 with checkpointing; max_length {shorter} "
                                       "would, or a smaller model or a method with fewer bits")
     return settings(smallest, "does not fit even at micro-batch 1 with checkpointing; pick a smaller model, "

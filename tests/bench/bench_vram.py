@@ -37,15 +37,15 @@ RANK = 16
 
 
 def run_case(model_dir: Path, data: Path, method: str, batch: int, length: int, checkpointing: bool, steps: int,
-             liger: str, timeout_s: float) -> dict:
+             liger: str, timeout_s: float, dropout: float = 0.05) -> dict:
     from core.config import config_from_dict
 
-    run_dir = Path("/tmp/bench-vram") / f"{model_dir.name}-{method}-b{batch}-l{length}-gc{int(checkpointing)}"
+    run_dir = Path("/tmp/bench-vram") / f"{model_dir.name}-{method}-b{batch}-l{length}-gc{int(checkpointing)}-d{dropout}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     config = config_from_dict({
         "model": str(model_dir), "method": method,
-        "lora": {"r": RANK, "alpha": 2 * RANK, "dropout": 0.05, "target_modules": "all-linear"},
+        "lora": {"r": RANK, "alpha": 2 * RANK, "dropout": dropout, "target_modules": "all-linear"},
         "data": {"path": str(data), "max_length": length, "eval_fraction": 0.0},
         "train": {"max_steps": steps, "batch_size": batch, "grad_accum": 1, "gradient_checkpointing": checkpointing,
                   "logging_steps": 1, "save_steps": 100_000, "lr": 2e-4,
@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--checkpointing", default="off,on")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--liger", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (0 checks the estimator's dropout term)")
     parser.add_argument("--budget-minutes", type=float, default=float("inf"),
                         help="start no case after this much time (the device machine allows 10 minutes a call)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
@@ -111,11 +112,12 @@ def main() -> None:
                     if left <= 0:
                         break
                     row = {"shape": shape, "method": method, "batch": batch, "length": length,
-                           "checkpointing": checkpointing}
+                           "checkpointing": checkpointing, "dropout": args.dropout}
                     row.update(run_case(model_dir, data, method, batch, length, checkpointing, args.steps, args.liger,
-                                        timeout_s=min(left + 60, 540)))
+                                        timeout_s=min(left + 60, 540), dropout=args.dropout))
                     liger = row.get("liger", args.liger == "on")
-                    predicted = estimate(facts, method, batch, length, RANK, checkpointing, liger=liger)
+                    predicted = estimate(facts, method, batch, length, RANK, checkpointing, liger=liger,
+                                         lora_dropout=args.dropout)
                     row["estimate_gib"] = predicted.peak_gib
                     row["breakdown"] = predicted.breakdown
                     if "reserved_gib" in row:

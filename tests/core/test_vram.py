@@ -255,6 +255,17 @@ def test_checkpointing_liger_and_tokens_move_the_estimate_the_right_way():
     assert double.weights_gib == base.weights_gib
 
 
+def test_lora_dropout_zero_drops_masks_and_on_a_quantized_base_the_input_copies():
+    facts = model_facts("meta-llama/Llama-3.1-8B")
+    h, q, i = 4096, 4096, 14336
+    tokens, layers = 8 * 512, 32
+    for method, per_token_and_layer in (("lora", 5 * h + q + i), ("qlora", 5 * h + q + i + 2 * 3 * h)):
+        with_dropout = estimate(facts, method, 8, 512, gradient_checkpointing=False, liger=True)
+        without = estimate(facts, method, 8, 512, gradient_checkpointing=False, liger=True, lora_dropout=0.0)
+        saved = (with_dropout.breakdown["activations"] - without.breakdown["activations"]) * 1024**3
+        assert saved == pytest.approx(tokens * layers * per_token_and_layer, rel=0.001), method
+
+
 def test_cpu_estimates_are_fp32_without_a_cuda_context():
     facts = model_facts("HuggingFaceTB/SmolLM2-135M")
     cpu, gpu = estimate(facts, "lora", 2, 512, device="cpu"), estimate(facts, "lora", 2, 512, liger=False)
