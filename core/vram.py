@@ -184,6 +184,12 @@ def _facts_from_meta_model(name: str, config) -> ModelFacts:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     output = model.get_output_embeddings()
+    try:
+        embedding_weights = {id(model.get_input_embeddings().weight)}
+    except (AttributeError, NotImplementedError):
+        embedding_weights = set()
+    if output is not None:
+        embedding_weights.add(id(output.weight))
     linear_weights = set()
     linear = []
     for module in model.modules():
@@ -191,10 +197,10 @@ def _facts_from_meta_model(name: str, config) -> ModelFacts:
             linear.append((module.in_features, module.out_features))
             linear_weights.add(id(module.weight))
     embedding, other = 0, 0
-    for parameter_name, parameter in model.named_parameters():  # tied parameters are listed once
+    for parameter in model.parameters():  # tied parameters are listed once
         if id(parameter) in linear_weights:
             continue
-        if (output is not None and parameter is output.weight) or parameter is model.get_input_embeddings().weight:
+        if id(parameter) in embedding_weights:
             embedding += parameter.numel()
         else:
             other += parameter.numel()
@@ -209,7 +215,8 @@ def _facts_from_meta_model(name: str, config) -> ModelFacts:
                       kv_heads=getattr(text, "num_key_value_heads", None) or heads,
                       head_dim=getattr(text, "head_dim", None) or hidden // max(heads, 1), vocab=vocab, tied=tied,
                       max_positions=getattr(text, "max_position_embeddings", 4096) or 4096, linear=linear,
-                      other_params=other + max(0, embedding - vocab * hidden * (1 if tied else 2)))
+                      # keeps total_params exact where embeddings are not vocab x hidden (padded, factorised)
+                      other_params=other + embedding - vocab * hidden * (1 if tied else 2))
 
 
 def _config_fields(model: str, token: str | None, revision: str | None = None) -> dict[str, Any]:
@@ -302,6 +309,12 @@ class Estimate:
         return asdict(self)
 
 
+# Architectures Liger patches (its fused linear cross-entropy included); for others the engine's
+# `use_liger_kernel` changes nothing and the logits are materialised.
+LIGER_TYPES = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3", "gemma3_text",
+               "phi3", "granite", "olmo2", "glm4", "mllama", "qwen2_vl", "qwen2_5_vl", "llava", "paligemma"}
+
+
 def liger_available() -> bool:
     """Whether the engine's `train.liger_kernels: auto` would turn Liger on (installed; checked without importing)."""
     import importlib.util
@@ -376,6 +389,7 @@ def estimate(facts: ModelFacts, method: str, batch_size: int = 4, seq_len: int =
         raise ValueError(f"unknown method {method}; choose one of {', '.join(METHODS)}")
     cpu = device == "cpu"
     liger = False if cpu else (liger_available() if liger is None else liger)
+    liger = liger and facts.model_type in LIGER_TYPES
     dtype_bytes = 4 if cpu else 2
     tokens = batch_size * seq_len
 
