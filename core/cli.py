@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress lines")
 
     estimate = sub.add_parser("estimate", help="GPU memory needed per method, and the fastest settings that fit")
-    estimate.add_argument("model", help="Hub id, local folder, or a catalog name (see --list)")
+    estimate.add_argument("model", nargs="?", help="Hub id, local folder, or a catalog name (see --list)")
+    estimate.add_argument("--list", action="store_true", help="list the built-in catalog of models")
     estimate.add_argument("--method", choices=["lora", "lora-8bit", "qlora"], help="one method (default: all three)")
     estimate.add_argument("--batch-size", type=int, default=4)
     estimate.add_argument("--seq-len", type=int, default=1024)

@@ -31,6 +31,24 @@ STATUS_FILE = "status.json"
 EFFECTIVE_BATCH = 16  # sequences per optimizer step when batch settings are auto
 
 
+class CancelledBeforeTraining(Exception):
+    """A cancel arrived while data or the model were still loading: nothing to checkpoint yet."""
+
+
+_cancel_requested = False  # set by the trainer process's signal handler, also before training starts
+
+
+def _request_cancel(signum, frame) -> None:
+    global _cancel_requested
+    _cancel_requested = True
+    log.warning("received %s: stopping (a checkpoint is saved if training has started)", signal.Signals(signum).name)
+
+
+def _check_cancel() -> None:
+    if _cancel_requested:
+        raise CancelledBeforeTraining()
+
+
 def write_status(run_dir: Path, state: str, **fields: Any) -> None:
     status = {"pid": os.getpid(), "state": state, "host": os.uname().nodename, "updated": time.time(), **fields}
     temporary = run_dir / f".{STATUS_FILE}.tmp"
@@ -94,6 +112,8 @@ def _events_callback_class():
             self.last_step = state.global_step
 
         def on_step_end(self, args, state, control, **kwargs):
+            if _cancel_requested:
+                self.cancel_requested = True
             if self.cancel_requested:
                 control.should_save = True
                 control.should_training_stop = True
@@ -156,8 +176,13 @@ def resolve_auto_settings(config: RunConfig, lengths: list[int] | None, device: 
 
             gpus = detect_gpus()
             gpu_gib = min(g.free_gib for g in gpus) if gpus else None
-            planned = fastest_settings(model_facts(config.model), config.method, gpu_gib, token_lengths=lengths,
-                                       rank=config.lora.r, max_length=config.data.max_length)
+            from core.model import resolve_token
+
+            liger = None if config.train.liger_kernels == AUTO else bool(config.train.liger_kernels)
+            facts = model_facts(config.model, token=resolve_token(None, config.model), revision=config.revision)
+            planned = fastest_settings(facts, config.method, gpu_gib, token_lengths=lengths, rank=config.lora.r,
+                                       max_length=config.data.max_length, packing=config.data.packing,
+                                       liger=liger, lora_dropout=config.lora.dropout)
         except Exception as error:  # the estimator is advice; training goes on with safe settings
             log.warning("could not plan settings with the estimator (%s); using safe defaults", error)
     if planned is None:
@@ -234,6 +259,10 @@ def run_training(config: RunConfig, run_dir: str | os.PathLike, resume: bool = F
         final = _train(config, run_dir, resume, events, is_main, settings, extra_callbacks,
                        install_signal_handlers, holder := {})
         callback = holder.get("callback")
+    except CancelledBeforeTraining:
+        fields = {"step": 0, "max_steps": None, "checkpoint": None,
+                  "resume_command": f"lora-wizard train {run_dir / 'config.yaml'} --resume"}
+        final = events.write("cancelled", **fields) if is_main else {"type": "cancelled", **fields}
     except UserError as error:
         final = events.write("failed", reason=str(error)) if is_main else {"type": "failed", "reason": str(error)}
     except Exception as error:  # an OOM or a bug: the run ends as failed with one line; the traceback goes to the log
@@ -273,6 +302,7 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
 
     # Data first: a bad dataset is reported before minutes of model loading.
     data = load_dataset_for(config.data)
+    _check_cancel()
     tokenizer = load_tokenizer(config.model, config.revision, None, config.trust_remote_code)
     template_note = ensure_chat_template(tokenizer)
     lengths = token_lengths(tokenizer, data.examples)
@@ -304,6 +334,7 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
     set_seed(config.train.seed)
     model, _ = load_for_training(config, gradient_checkpointing=settings["gradient_checkpointing"], attn_implementation=attn)
     model.print_trainable_parameters()
+    _check_cancel()
 
     from trl import SFTConfig, SFTTrainer
 
@@ -369,12 +400,8 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
     log.info("kernels: %s", kernels)
     previous_handlers = {}
     if install_signal_handlers:
-        def request_cancel(signum, frame):
-            log.warning("received %s: saving a checkpoint and stopping", signal.Signals(signum).name)
-            callback.cancel_requested = True
-
         for signum in (signal.SIGINT, signal.SIGTERM):
-            previous_handlers[signum] = signal.signal(signum, request_cancel)
+            previous_handlers[signum] = signal.signal(signum, _request_cancel)
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     finally:
@@ -451,6 +478,9 @@ def trainer_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
+    # From the first moment: a cancel while imports, data or the model are loading ends as `cancelled`.
+    signal.signal(signal.SIGTERM, _request_cancel)
+    signal.signal(signal.SIGINT, _request_cancel)
     _configure_logging(run_dir)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # trainer.log is for people (and the wizard's log pane): no progress bars redrawn line by line.

@@ -98,3 +98,18 @@ def test_full_disk_while_saving_is_a_clear_error_and_keeps_the_previous_checkpoi
     resumed = _train(tmp_path / "config2.yaml", tmp_path, "--resume")
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
+
+
+def test_cancel_while_the_trainer_is_still_starting_ends_as_cancelled(tiny_model, toy_alpaca, tmp_path):
+    run_dir = tmp_path / "run"
+    config = toy_config(tiny_model("llama"), toy_alpaca, run_dir, max_steps=30)
+    config.save(tmp_path / "config.yaml")
+    process = _train(tmp_path / "config.yaml", tmp_path)
+    assert _wait_for(lambda: (run_dir / "status.json").exists(), timeout=30)
+    time.sleep(1.0)  # the trainer is importing torch / loading data: no step yet
+    assert not any(e["type"] == "step" for e in read_events(run_dir))
+    os.kill(json.loads((run_dir / "status.json").read_text())["pid"], signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert read_events(run_dir)[-1]["type"] == "cancelled"
+    assert run_state(run_dir) == "cancelled"
