@@ -21,7 +21,9 @@ class Terminal:
         command = f"{sys.executable} -m core.cli"
         environment = " ".join(f"{key}={value}" for key, value in env.items())
         subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-x", str(width), "-y", str(height), "-c", str(cwd),
-                        f"env {environment} {command}; sleep 600"], check=True)
+                        # COLUMNS/LINES can reach the session from the test's environment and would pin the
+                        # app to their size instead of the window's.
+                        f"env -u COLUMNS -u LINES {environment} {command}; sleep 600"], check=True)
 
     def screen(self) -> str:
         return subprocess.run(["tmux", "-L", self.socket, "capture-pane", "-p"], capture_output=True, text=True).stdout
@@ -58,39 +60,54 @@ def test_a_newcomer_goes_from_welcome_to_a_chat_answer(tiny_model, tmp_path):
            "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring", "CUDA_VISIBLE_DEVICES": ""}
     terminal = Terminal(f"lora-wizard-e2e-{os.getpid()}", tmp_path, env)
     try:
-        terminal.wait_for("New run", timeout=30)
+        # Each wait is on text only the awaited screen shows (the step bar names every step on every screen).
+        terminal.wait_for("Start a new run", timeout=30)
         terminal.keys("n")
-        terminal.wait_for("Token")
+        terminal.wait_for("paste the token")
         terminal.keys("C-n")  # no token needed for a local model
-        terminal.wait_for("Model")
+        terminal.wait_for("Which model to fine-tune")
         terminal.type(str(model))
         terminal.keys("Enter")
-        terminal.wait_for("llama", timeout=60)
+        terminal.wait_for("LlamaForCausalLM", timeout=60)
         terminal.keys("C-n")
         terminal.wait_for("lora-8bit", timeout=60)  # the three methods side by side
         terminal.keys("C-n")
-        terminal.wait_for("Dataset")
+        terminal.wait_for("Training data:")
         terminal.type(str(data))
         terminal.keys("Enter")
         terminal.wait_for("rows usable", timeout=90)
         terminal.keys("C-n")
-        terminal.wait_for("Settings")
+        terminal.wait_for("Hover or focus a field")
         terminal.keys("C-n")
-        terminal.wait_for("lora-wizard train", timeout=30)  # Review shows the equivalent command
+        terminal.wait_for("Repeat this run headless: lora-wizard train", timeout=30)
         terminal.keys("C-s")
-        terminal.wait_for("State: done", timeout=600)
+        screen = terminal.wait_for("done ✓", timeout=600)
+        assert "Traceback" not in screen and "loss" in screen
+        assert "Chat with it: Ctrl+T" in screen
+
         terminal.keys("C-t")
-        terminal.wait_for("type a message", timeout=120)
+        terminal.wait_for("Enter sends your message", timeout=120)
         terminal.type("Reverse the word cat.")
         terminal.keys("Enter")
-        screen = terminal.wait_for("you: Reverse the word cat.", timeout=60)
+        terminal.wait_for("you: Reverse the word cat.", timeout=60)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and "…" in terminal.screen():
-            time.sleep(0.5)  # both answers streamed in
+            time.sleep(0.5)  # both answers streamed in, base first
         screen = terminal.screen()
         assert screen.count("you: Reverse the word cat.") == 2  # base and fine-tuned panes
-        assert "…" not in screen
+        assert "…" not in screen and "(no answer)" not in screen
         assert "Traceback" not in screen
-        assert (tmp_path / "runs").is_dir() and any((tmp_path / "runs").glob("*/adapter/adapter_config.json"))
+
+        terminal.keys("C-o")
+        screen = terminal.wait_for("Export the run", timeout=30)
+        assert "adapter (" in screen and "Merge (Ctrl+G)" in screen
+        terminal.keys("C-q")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "^q Quit" in terminal.screen():
+            time.sleep(0.3)
+        screen = terminal.screen()
+        assert "^q Quit" not in screen and "Traceback" not in screen  # the app left cleanly
+        runs = list((tmp_path / "runs").glob("*/adapter/adapter_config.json"))
+        assert runs, "the run's adapter was not saved under ./runs"
     finally:
         terminal.close()
