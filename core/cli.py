@@ -22,6 +22,7 @@ COMMANDS = {
     "runs": "core.runs:runs_command",
     "attach": "tui.app:attach_command",
     "login": "core.hub:login_command",
+    "cluster": "core.distributed:cluster_command",
     "wizard": "tui.app:wizard_command",
 }
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--rank", type=int, default=16)
     estimate.add_argument("--gradient-checkpointing", choices=["on", "off", "auto"], default="auto")
     estimate.add_argument("--gpu-gib", type=float, help="plan for a GPU of this many GiB instead of the GPUs found")
+    estimate.add_argument("--gpus", type=int, help="plan for this many GPUs (default: the GPUs found): DDP vs FSDP per GPU")
     estimate.add_argument("--json", action="store_true", help="machine-readable output")
 
     chat = sub.add_parser("chat", help="chat with a fine-tuned run")
@@ -76,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     attach = sub.add_parser("attach", help="reopen the live screen of a running or finished run")
     attach.add_argument("run_dir")
+
+    cluster = sub.add_parser("cluster", help="write the accelerate config, per-machine command and SLURM script for a multi-machine run")
+    cluster.add_argument("config", help="run config YAML")
+    cluster.add_argument("--machines", type=int, required=True, help="how many machines take part")
+    cluster.add_argument("--processes-per-machine", type=int, help="processes on each machine (default: its GPUs)")
+    cluster.add_argument("--main-address", help="address of machine 0 that the others can reach")
+    cluster.add_argument("--main-port", type=int, help="port on machine 0 (default 29500)")
+    cluster.add_argument("--cpu", action="store_true", help="CPU processes over gloo (no GPUs), e.g. to try it out")
+    cluster.add_argument("--resume", action="store_true", help="rewrite the files for an existing run directory")
+    cluster.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     login = sub.add_parser("login", help="store a Hugging Face token in the OS keyring")
     login.add_argument("--token", help="the token (default: read from a masked prompt or HF_TOKEN)")

@@ -139,6 +139,42 @@ class TrainSettings:
             raise ConfigError(_choice_message("train.attn_implementation", self.attn_implementation, attn))
 
 
+DISTRIBUTED_MODES = ("auto", "single", "ddp", "fsdp")
+
+
+@dataclass
+class DistributedSettings:
+    mode: str = field(
+        default=AUTO,
+        metadata={"help": "single | ddp (a full copy per GPU, data split) | fsdp (weights sharded across GPUs), or auto: "
+                          "ddp over the chosen GPUs when the model fits on each, fsdp when it fits only sharded."},
+    )
+    gpus: Union[str, list[int]] = field(
+        default="all", metadata={"help": "GPUs to train on: 'all' or a list of indices such as [0, 1]."}
+    )
+    num_processes: Union[int, str] = field(
+        default=AUTO,
+        metadata={"help": "Training processes on each machine; auto: one per chosen GPU (one on a machine without GPUs)."},
+    )
+    num_machines: int = field(default=1, metadata={"help": "Machines in the job (see `lora-wizard cluster`)."})
+    main_address: str = field(default="127.0.0.1", metadata={"help": "Address of machine 0, which the others reach."})
+    main_port: int = field(default=29500, metadata={"help": "Port on machine 0 for the processes to meet."})
+
+    def __post_init__(self) -> None:
+        if self.mode not in DISTRIBUTED_MODES:
+            raise ConfigError(_choice_message("distributed.mode", self.mode, DISTRIBUTED_MODES))
+        if isinstance(self.gpus, str) and self.gpus != "all":
+            raise ConfigError(f"distributed.gpus must be 'all' or a list of GPU indices such as [0, 1], got {self.gpus!r}.")
+        if isinstance(self.gpus, list) and (not self.gpus or any(index < 0 for index in self.gpus)):
+            raise ConfigError(f"distributed.gpus must list GPU indices from 0, got {self.gpus!r}.")
+        if self.num_processes != AUTO and (not isinstance(self.num_processes, int) or self.num_processes < 1):
+            raise ConfigError(f"distributed.num_processes must be a positive integer or 'auto', got {self.num_processes!r}.")
+        if self.num_machines < 1:
+            raise ConfigError(f"distributed.num_machines must be at least 1, got {self.num_machines}.")
+        if not 0 < self.main_port < 65536:
+            raise ConfigError(f"distributed.main_port must be a TCP port (1-65535), got {self.main_port}.")
+
+
 @dataclass
 class RunConfig:
     model: str = field(default="", metadata={"help": "Hub model id (org/name) or a local folder with config.json."})
@@ -150,6 +186,7 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DataSettings = field(default_factory=DataSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    distributed: DistributedSettings = field(default_factory=DistributedSettings)
     output_dir: str = field(default="", metadata={"help": "Run directory: config, events, checkpoints and the adapter go here."})
 
     def __post_init__(self) -> None:
@@ -239,6 +276,9 @@ SYNONYMS = {
     "lora_alpha": "alpha", "lora_dropout": "dropout", "rank": "r", "lora_r": "r", "max_seq_length": "max_length",
     "sequence_len": "max_length", "dataset": "path", "model_name_or_path": "model", "base_model": "model",
     "output": "output_dir", "use_gradient_checkpointing": "gradient_checkpointing", "optim": "optimizer",
+    "nproc_per_node": "num_processes", "nnodes": "num_machines", "master_addr": "main_address",
+    "master_port": "main_port", "main_process_ip": "main_address", "main_process_port": "main_port",
+    "distributed_type": "mode", "gpu_ids": "gpus",
 }
 
 

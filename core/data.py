@@ -149,9 +149,12 @@ def _from_rows(rows: list[dict[str, Any]]):
         return datasets.Dataset.from_list(rows)
     except Exception:
         keys = sorted({key for row in rows for key in row})
-        return datasets.Dataset.from_list(
-            [{key: json.dumps(row[key]) if key in row else None for key in keys} for row in rows]
-        ).map(lambda row: {key: _maybe_json(value) for key, value in row.items()})
+        as_text = datasets.Dataset.from_list(
+            [{key: json.dumps(row[key]) if key in row else None for key in keys} for row in rows])
+        try:
+            return as_text.map(lambda row: {key: _maybe_json(value) for key, value in row.items()})
+        except Exception:  # still no common type (a list in one row, a boolean in the next): keep the JSON text,
+            return as_text  # and the format check reports the rows that don't fit
 
 
 def _maybe_json(value: Any) -> Any:

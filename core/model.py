@@ -57,8 +57,15 @@ def quantization_config(method: str, precision: Precision):
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=precision.compute_dtype,
+            # FSDP flattens the 4-bit weights with the rest: they must be stored in the compute dtype
+            # (peft's QLoRA + FSDP recipe); on one GPU the default uint8 storage is kept.
+            **({"bnb_4bit_quant_storage": precision.compute_dtype} if _under_fsdp() else {}),
         )
     raise ValueError(f"unknown method {method}")
+
+
+def _under_fsdp() -> bool:
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
 
 
 def resolve_token(token: str | None, model: str | None = None) -> str | None:

@@ -69,14 +69,20 @@ def latest_complete_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     return max(complete)[1] if complete else None
 
 
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def gpu_memory() -> list[dict[str, float]]:
+    """Memory of the GPUs this process uses: all it sees alone, its own one when it is one rank of several."""
     import torch
 
     if not torch.cuda.is_available():
         return []
     gib = 1024**3
     rows = []
-    for index in range(torch.cuda.device_count()):
+    indices = [torch.cuda.current_device()] if world_size() > 1 else range(torch.cuda.device_count())
+    for index in indices:
         free, total = torch.cuda.mem_get_info(index)
         rows.append({
             "index": index,
@@ -86,7 +92,40 @@ def gpu_memory() -> list[dict[str, float]]:
             "max_reserved_gib": round(torch.cuda.max_memory_reserved(index) / gib, 3),
             "max_allocated_gib": round(torch.cuda.max_memory_allocated(index) / gib, 3),
         })
+        if world_size() > 1:
+            rows[-1]["rank"] = int(os.environ.get("RANK", "0"))
     return rows
+
+
+def _all_ranks_gpu_memory(device) -> list[dict[str, float]]:
+    """Every rank's GPU memory, gathered to all (called by every rank at the same point)."""
+    rows = gpu_memory()
+    if world_size() == 1:
+        return rows
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, rows)
+    return [row for rank_rows in gathered for row in rank_rows or []]
+
+
+def _any_rank(flag: bool, device) -> bool:
+    """True on every rank when `flag` is true on any: ranks must stop at the same step, or the others hang."""
+    if world_size() == 1:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def _barrier() -> None:
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def _events_callback_class():
@@ -112,14 +151,18 @@ def _events_callback_class():
             self.last_step = state.global_step
 
         def on_step_end(self, args, state, control, **kwargs):
-            if _cancel_requested:
+            # A cancel reaches rank 0 (the pid in status.json); all ranks learn it at the same step.
+            if _any_rank(_cancel_requested or self.cancel_requested, args.device):
                 self.cancel_requested = True
             if self.cancel_requested:
                 control.should_save = True
                 control.should_training_stop = True
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not self.is_main or not logs or "loss" not in logs:
+            if not logs or "loss" not in logs:
+                return
+            memory = _all_ranks_gpu_memory(args.device)  # every rank logs the training loss at the same step
+            if not self.is_main:
                 return
             now = time.monotonic()
             steps = max(state.global_step - self.last_step, 1)
@@ -141,7 +184,7 @@ def _events_callback_class():
                 tokens_seen=state.num_input_tokens_seen,
                 elapsed_s=round(now - self.started, 2),
                 eta_s=round(per_step * remaining, 1),
-                gpu_memory=gpu_memory(),
+                gpu_memory=memory,
             )
             self.last_time, self.last_tokens, self.last_step = now, state.num_input_tokens_seen, state.global_step
 
@@ -151,6 +194,7 @@ def _events_callback_class():
 
         def on_save(self, args, state, control, **kwargs):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            _barrier()  # every rank's part (its RNG state, FSDP shards) is on disk before the marker
             if self.is_main and path.is_dir():
                 # The marker is the last file written: a checkpoint without it (a kill mid-save) is never resumed from.
                 marker = path / CHECKPOINT_DONE_MARKER
@@ -190,7 +234,9 @@ def resolve_auto_settings(config: RunConfig, lengths: list[int] | None, device: 
     batch_size = planned["batch_size"] if train.batch_size == AUTO else train.batch_size
     chosen["batch_size"] = batch_size
     if train.grad_accum == AUTO:
-        chosen["grad_accum"] = planned.get("grad_accum") or max(1, EFFECTIVE_BATCH // batch_size)
+        # The effective batch is global: with several processes each accumulates its share.
+        accum = planned.get("grad_accum") or max(1, EFFECTIVE_BATCH // batch_size)
+        chosen["grad_accum"] = max(1, accum // world_size())
     else:
         chosen["grad_accum"] = train.grad_accum
     gc = planned.get("gradient_checkpointing", False) if train.gradient_checkpointing == AUTO else train.gradient_checkpointing
@@ -322,7 +368,7 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
             rows_used=data.rows_used, rows_skipped=data.problem_count, problems=data.problems,
             train_examples=len(train_set), eval_examples=len(eval_set) if eval_set is not None else 0,
             truncated=truncated, max_length=config.data.max_length, notes=notes, resumed_from=str(checkpoint) if checkpoint else None,
-            device=precision.device, dtype=precision.name, pid=os.getpid(), **settings,
+            device=precision.device, dtype=precision.name, pid=os.getpid(), world_size=world_size(), **settings,
         )
         for note in notes:
             log.info(note)
@@ -381,6 +427,7 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
         dataset_num_proc=None,
         dataloader_num_workers=0,
         save_only_model=False,
+        ddp_find_unused_parameters=False,  # every adapter gets a gradient each step
     )
     callback = _events_callback_class()(events, is_main)
     holder["callback"] = callback
@@ -392,6 +439,13 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
         processing_class=tokenizer,
         callbacks=[callback, *extra_callbacks],
     )
+
+    fsdp_plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if fsdp_plugin is not None:
+        # peft's wrap policy: decoder layers are the shards, the trainable adapters get their own units.
+        from peft.utils.other import fsdp_auto_wrap_policy
+
+        fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(trainer.model)
 
     # Liger patches forward methods in place (class names stay): count the norms whose forward it replaced.
     patched_norms = sum(1 for m in trainer.model.modules() if type(m).__name__.endswith("RMSNorm") and "forward" in vars(m))
@@ -418,18 +472,31 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
                             resume_command=f"lora-wizard train {run_dir / 'config.yaml'} --resume")
 
     adapter_dir = run_dir / "adapter"
-    if is_main:
+    if fsdp_plugin is not None:
+        # Gathering the sharded adapter is a collective: every rank takes part, rank 0 writes.
+        fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        trainer.save_model(str(run_dir / "adapter.fsdp"))
+        if is_main:
+            save_adapter(trainer, tokenizer, config, adapter_dir, output.training_loss, state.global_step,
+                         saved=run_dir / "adapter.fsdp")
+        _barrier()
+    elif is_main:
         save_adapter(trainer, tokenizer, config, adapter_dir, output.training_loss, state.global_step)
+    if is_main:
         return events.write("done", step=state.global_step, max_steps=state.max_steps, adapter_dir=str(adapter_dir),
                             kernels=kernels,
                             train_loss=output.training_loss, runtime_s=round(time.monotonic() - started, 1))
     return {"type": "done"}
 
 
-def save_adapter(trainer, tokenizer, config: RunConfig, adapter_dir: Path, train_loss: float, steps: int) -> None:
-    """The PEFT adapter with its tokenizer, chat template and a model card (no token, ever)."""
-    temporary = adapter_dir.with_name(adapter_dir.name + ".partial")
-    trainer.model.save_pretrained(str(temporary))
+def save_adapter(trainer, tokenizer, config: RunConfig, adapter_dir: Path, train_loss: float, steps: int,
+                 saved: Path | None = None) -> None:
+    """The PEFT adapter with its tokenizer, chat template and a model card (no token, ever).
+
+    `saved`: a folder the trainer already wrote the adapter into (FSDP gathers it collectively)."""
+    temporary = saved or adapter_dir.with_name(adapter_dir.name + ".partial")
+    if saved is None:
+        trainer.model.save_pretrained(str(temporary))
     tokenizer.save_pretrained(str(temporary))
     (temporary / "README.md").write_text(model_card(config, train_loss, steps))
     if adapter_dir.exists():
@@ -522,7 +589,9 @@ def format_event(event: dict[str, Any]) -> str | None:
             parts.append(f"eta {_duration(event['eta_s'])}")
         return " | ".join(parts)
     if kind == "started":
-        lines = [f"training {event['model']} with {event['method']} on {event['device']} ({event['dtype']}): "
+        processes = event.get("world_size") or 1
+        where = f"{processes} processes on {event['device']}" if processes > 1 else event["device"]
+        lines = [f"training {event['model']} with {event['method']} on {where} ({event['dtype']}): "
                  f"{event['train_examples']} train / {event['eval_examples']} eval examples, micro-batch "
                  f"{event['batch_size']} x {event['grad_accum']}, gradient checkpointing "
                  f"{'on' if event['gradient_checkpointing'] else 'off'}"]
@@ -565,7 +634,7 @@ def train_command(args) -> int:
         raise UserError("give a run config (lora-wizard train CONFIG.yaml) or --demo to train the built-in demo.")
     config.check_complete()
     run_dir = prepare_run_dir(config, resume=args.resume)
-    process = start_trainer(run_dir, resume=args.resume)
+    process = start_trainer(run_dir, resume=args.resume, config=config)
     print(f"run directory: {run_dir} (trainer pid {process.pid}; log: {run_dir / 'trainer.log'})", flush=True)
     if args.detach:
         print(f"training in the background; follow it with: lora-wizard attach {run_dir}")

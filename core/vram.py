@@ -428,6 +428,62 @@ def estimate(facts: ModelFacts, method: str, batch_size: int = 4, seq_len: int =
     return result
 
 
+def parallel_estimate(single: Estimate, facts: ModelFacts, processes: int, mode: str) -> Estimate:
+    """Peak per GPU when `processes` GPUs train together, from the one-GPU estimate of the same micro-batch.
+
+    DDP: every GPU holds the whole model; DDP adds its gradient buckets (a flat copy of the trainable
+    gradients). FSDP (FULL_SHARD): the base weights, adapters, their gradients and AdamW state are
+    split across the GPUs; each GPU gathers one decoder layer at a time, two with backward prefetch.
+    Activations, logits and the CUDA context stay per GPU. Not yet calibrated on GPUs (issue 8)."""
+    if processes < 2 or mode == "single":
+        return single
+    b = {key: value * GIB for key, value in single.breakdown.items()}
+    if mode == "ddp":
+        b["ddp_gradient_buckets"] = b["lora_gradients"]
+    elif mode == "fsdp":
+        layer_weights = (b["weights"] - facts.embedding_params * (4 if single.device == "cpu" else 2)) / max(facts.layers, 1)
+        for key in ("weights", "lora_weights", "lora_gradients", "optimizer_states"):
+            b[key] /= processes
+        b["fsdp_gathered_layers"] = 2 * layer_weights
+    else:
+        raise ValueError(f"unknown mode {mode}")
+    allocated = sum(value for key, value in b.items() if key not in ("allocator", "cuda_context"))
+    if single.device != "cpu":
+        b["allocator"] = ALLOCATOR_FRACTION * allocated + ALLOCATOR_FIXED_GIB * GIB
+    breakdown = {key: round(value / GIB, 4) for key, value in b.items()}
+    peak = round(sum(b.values()) / GIB, 2)
+    return Estimate(single.method, single.batch_size, single.seq_len, single.gradient_checkpointing,
+                    breakdown["weights"], peak, breakdown, liger=single.liger, device=single.device)
+
+
+def parallel_estimates(facts: ModelFacts, method: str, processes: int, **kwargs: Any) -> dict[str, Estimate]:
+    """{"single", "ddp", "fsdp"} -> peak per GPU for the same micro-batch (fsdp not for lora-8bit)."""
+    single = estimate(facts, method, **kwargs)
+    result = {"single": single}
+    if processes > 1:
+        result["ddp"] = parallel_estimate(single, facts, processes, "ddp")
+        if method != "lora-8bit":
+            result["fsdp"] = parallel_estimate(single, facts, processes, "fsdp")
+    return result
+
+
+def multi_gpu_choice(single: Estimate, facts: ModelFacts, gpu_count: int, capacity_gib: float | None) -> dict[str, Any]:
+    """Per-GPU peaks for one GPU, DDP and FSDP over `gpu_count` GPUs, and the one to use with why
+    (the same rule as the engine's `distributed.mode: auto`)."""
+    rows = {"single": single, "ddp": parallel_estimate(single, facts, gpu_count, "ddp")}
+    if single.method != "lora-8bit":
+        rows["fsdp"] = parallel_estimate(single, facts, gpu_count, "fsdp")
+    per_gpu = {mode: {"peak_gib": row.peak_gib, **({"fits": verdict(row.peak_gib, capacity_gib)} if capacity_gib else {})}
+               for mode, row in rows.items()}
+    if capacity_gib is None or rows["ddp"].peak_gib <= capacity_gib:
+        recommended, why = "ddp", f"a full copy fits on each GPU: {gpu_count}x the examples per step"
+    elif "fsdp" in rows and rows["fsdp"].peak_gib <= capacity_gib:
+        recommended, why = "fsdp", "fits only with the weights sharded across the GPUs"
+    else:
+        recommended, why = "ddp", "does not fit even sharded: use QLoRA, a smaller micro-batch or checkpointing"
+    return {"gpus": gpu_count, "per_gpu": per_gpu, "recommended": recommended, "why": why}
+
+
 def verdict(peak_gib: float, capacity_gib: float) -> str:
     """'fits', 'tight' (within 10% of the free memory) or 'no'."""
     if peak_gib <= (1 - TIGHT_SHARE) * capacity_gib:
@@ -564,6 +620,7 @@ def estimate_command(args) -> int:
     facts = model_facts(args.model, token=_token_for(args.model))
     gpus = [] if args.gpu_gib else detect_gpus()
     capacity = args.gpu_gib or (min(g.free_gib for g in gpus) if gpus else None)
+    gpu_count = getattr(args, "gpus", None) or len(gpus)
     methods = [args.method] if args.method else list(METHODS)
     choice = {"on": [True], "off": [False], "auto": [False, True]}[args.gradient_checkpointing]
     liger = liger_available()
@@ -579,6 +636,8 @@ def estimate_command(args) -> int:
             primary = next((r for r in candidates if r.fits == "fits"), candidates[-1])
             methods_out[method] = {**primary.to_dict(), "estimates": [r.to_dict() for r in candidates],
                                    "fastest_settings": fastest.get(method)}
+            if gpu_count > 1:
+                methods_out[method]["multi_gpu"] = multi_gpu_choice(primary, facts, gpu_count, capacity)
         print(json.dumps({"model": facts.name, "parameters": facts.total_params, "gpus": [g.to_dict() for g in gpus],
                           "capacity_gib": capacity, "liger": liger, "cuda_context_gib": CUDA_CONTEXT_GIB,
                           "methods": methods_out}, indent=2))
@@ -598,6 +657,14 @@ def estimate_command(args) -> int:
               f"{row.peak_gib:>7.1f}G  {row.fits if capacity else '-'}")
     if not capacity:
         print("peak = what must be free on the GPU (CUDA context included); give --gpu-gib to check a card size.")
+    if gpu_count > 1:
+        print(f"over {gpu_count} GPUs, per GPU (same micro-batch, checkpointing as in the fitting row):")
+        for method in methods:
+            candidates = [r for r in rows if r.method == method]
+            primary = next((r for r in candidates if r.fits == "fits"), candidates[-1])
+            choice = multi_gpu_choice(primary, facts, gpu_count, capacity)
+            options = ", ".join(f"{mode} {value['peak_gib']:.1f}G" for mode, value in choice["per_gpu"].items())
+            print(f"  {method:<10} {options}  -> {choice['recommended']}: {choice['why']}")
     for method, settings in fastest.items():
         line = (f"fastest for {method}: micro-batch {settings['batch_size']} x {settings['max_length']}, accumulation "
                 f"{settings['grad_accum']}, checkpointing {'on' if settings['gradient_checkpointing'] else 'off'} "

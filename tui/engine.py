@@ -27,6 +27,7 @@ class MethodEstimate:
     weights_gib: float
     peak_gib: float
     verdict: str  # "fits" | "tight" | "no"
+    multi_gpu: dict[str, Any] | None = None  # with several GPUs: per-GPU peak of single / ddp / fsdp, the recommended one
 
 
 def detect_hardware() -> tuple[list[Any], float | None]:
@@ -70,7 +71,7 @@ def model_facts(state: WizardState) -> Any:
 def estimate_methods(state: WizardState) -> dict[str, MethodEstimate] | None:
     """Peak memory of each method for the chosen model and settings; None when there is no estimator."""
     try:
-        from core.vram import estimate
+        from core.vram import estimate, multi_gpu_choice
     except ImportError:
         return None
     facts = model_facts(state)
@@ -85,8 +86,10 @@ def estimate_methods(state: WizardState) -> dict[str, MethodEstimate] | None:
         result = estimate(facts, method, batch_size=batch_size, seq_len=state.config.data.max_length,
                           rank=state.config.lora.r, gradient_checkpointing=checkpointing,
                           device="cuda" if state.gpus else "cpu")
+        several = len(state.gpus or []) > 1
         estimates[method] = MethodEstimate(method, float(result.weights_gib), float(result.peak_gib),
-                                           verdict(float(result.peak_gib), capacity))
+                                           verdict(float(result.peak_gib), capacity),
+                                           multi_gpu_choice(result, facts, len(state.gpus), capacity) if several else None)
     return estimates
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core.config import DataSettings
@@ -184,6 +184,10 @@ rows = st.lists(st.dictionaries(st.sampled_from(["instruction", "input", "output
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=rows, raw_tail=st.binary(max_size=20))
+# Found by hypothesis in CI: fields that change type between lines, a list holding text and an object.
+@example(rows=[{"instruction": None, "input": []}, {"input": False}], raw_tail=b"\t")
+@example(rows=[{"instruction": None, "input": False}, {"input": 0}], raw_tail=b"\t")
+@example(rows=[{"instruction": ["", {}]}], raw_tail=b"\t")
 def test_fuzzed_files_load_or_fail_with_a_data_error(rows, raw_tail, tmp_path_factory):
     """Whatever the lines hold, loading either works (every kept row in TRL's form) or is a DataError."""
     path = tmp_path_factory.mktemp("fuzz") / "data.jsonl"

@@ -445,6 +445,42 @@ async def test_method_table_recommends_and_choosing_goes_to_the_dataset(local_mo
         assert app.state.config.method == chosen and app.state.method_chosen
 
 
+async def test_method_screen_with_two_gpus_offers_ddp_or_fsdp_per_gpu_and_writes_the_choice():
+    from core.hardware import GpuInfo
+
+    two = [GpuInfo(i, "NVIDIA GeForce RTX 4090", 24.0, 24.0, (8, 9)) for i in range(2)]
+    state = known_state(gpus=two, config=config_from_dict({"model": "Llama-3.1-8B", "method": "lora",
+                                                           "train": {"batch_size": 4}}))
+    state.method_chosen = True  # keep the cursor on lora, whatever is recommended
+    app = LoraWizardApp(state, step="method")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        line = plain(screen.query_one("#multi-gpu"))
+        # Bf16 LoRA of an 8B model at micro-batch 4 x 1024: a full copy (~24 GiB) does not fit a 24 GiB card,
+        # sharded over two it does: FSDP is preselected and said why.
+        assert "one GPU" in line and "DDP x2" in line and "FSDP x2" in line
+        assert "[FSDP x2" in line and "fits only with the weights sharded" in line
+        await pilot.press("g")
+        assert "[one GPU" in plain(screen.query_one("#multi-gpu"))
+        await pilot.press("g")
+        assert "[DDP x2" in plain(screen.query_one("#multi-gpu")) and "chosen with g" in plain(screen.query_one("#multi-gpu"))
+        await pilot.press("enter")
+        await settle(app, pilot)
+        assert type(app.screen).__name__ == "DatasetScreen"
+        assert app.state.config.method == "lora" and app.state.config.distributed.mode == "ddp"
+
+
+async def test_method_screen_with_one_gpu_says_nothing_of_multi_gpu(local_model):
+    state = known_state(config=config_from_dict({"model": str(local_model)}))
+    app = LoraWizardApp(state, step="method")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        assert plain(app.screen.query_one("#multi-gpu")) == ""
+        await pilot.press("g")
+        assert app.state.config.distributed.mode == "auto"
+
+
 # --- Dataset ----------------------------------------------------------------------------------
 
 

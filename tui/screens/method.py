@@ -8,6 +8,7 @@ from typing import Any
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable, Label, Static
 from textual.worker import Worker
@@ -30,9 +31,16 @@ class MethodScreen(WizardStep):
         estimates: dict[str, Any] | None  # method -> tui.engine.MethodEstimate; None without an estimator
         hardware: tuple[list[Any], float | None] | None  # detected now, when the state did not know yet
 
+    BINDINGS = [
+        Binding("g", "cycle_gpus", "GPUs", id="cycle-gpus",
+                tooltip="Train on one GPU, all of them with DDP (a copy each) or with FSDP (weights sharded)"),
+    ]
+
     def __init__(self, state) -> None:
         super().__init__(state)
         self.recommended: str | None = None
+        self.estimates: dict[str, Any] | None = None
+        self.gpu_mode: str | None = None  # chosen with g; None: the recommendation for the highlighted method
 
     def compose_body(self) -> ComposeResult:
         yield Label("", id="machine-line")
@@ -43,6 +51,7 @@ class MethodScreen(WizardStep):
         yield table
         yield Static("", id="method-help")
         yield Label("", id="recommendation", classes="success")
+        yield Label("", id="multi-gpu")  # shown only with several GPUs
 
     def on_mount(self) -> None:
         self.show_machine()
@@ -91,6 +100,7 @@ class MethodScreen(WizardStep):
             table.update_cell(method, columns[1], cells[0], update_width=True)
             table.update_cell(method, columns[2], cells[1], update_width=True)
             table.update_cell(method, columns[3], verdict, update_width=True)
+        self.estimates = message.estimates
         method, reason = recommend(message.estimates, self.state.has_gpu)
         self.recommended = method
         self.query_one("#recommendation", Label).update(f"Recommended: {reason}")
@@ -112,6 +122,53 @@ class MethodScreen(WizardStep):
         self.query_one("#method-help", Static).update(
             Text.assemble((f"{method}{marker}: ", "bold"), METHOD_HELP[method])
         )
+        self.show_multi_gpu()
+
+    def multi_gpu(self) -> dict[str, Any] | None:
+        estimate = (self.estimates or {}).get(self.highlighted_method())
+        return getattr(estimate, "multi_gpu", None)
+
+    def chosen_gpu_mode(self) -> str | None:
+        choice = self.multi_gpu()
+        if choice is None:
+            return None
+        return self.gpu_mode if self.gpu_mode in choice["per_gpu"] else choice["recommended"]
+
+    def show_multi_gpu(self) -> None:
+        """With several GPUs: per-GPU memory of one GPU, DDP and FSDP for the highlighted method, and the choice."""
+        choice = self.multi_gpu()
+        label = self.query_one("#multi-gpu", Label)
+        label.display = choice is not None
+        self.refresh_bindings()
+        if choice is None:
+            label.update("")
+            return
+        mode = self.chosen_gpu_mode()
+        names = {"single": "one GPU", "ddp": f"DDP x{choice['gpus']}", "fsdp": f"FSDP x{choice['gpus']}"}
+        parts: list[Any] = [("GPUs: ", "bold")]
+        for option, value in choice["per_gpu"].items():
+            style = {"fits": "green", "tight": "yellow", "no": "red"}.get(value.get("fits", "fits"), "")
+            text = f"{names[option]} {gib(value['peak_gib'])}/GPU"
+            parts.append((f"[{text}]" if option == mode else f" {text} ", f"bold {style}" if option == mode else style))
+            parts.append("  ")
+        why = choice["why"] if mode == choice["recommended"] else "chosen with g"
+        parts.append((f"{mode}: {why} (g to change)", "dim"))
+        label.update(Text.assemble(*parts))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cycle_gpus":
+            return self.multi_gpu() is not None  # the key is in the footer only with several GPUs
+        return super().check_action(action, parameters)
+
+    def action_cycle_gpus(self) -> None:
+        choice = self.multi_gpu()
+        if choice is None:
+            self.notify("One GPU (or none) found: nothing to spread training over.", timeout=4)
+            return
+        options = list(choice["per_gpu"])
+        current = self.chosen_gpu_mode()
+        self.gpu_mode = options[(options.index(current) + 1) % len(options)]
+        self.show_multi_gpu()
 
     def highlighted_method(self) -> str:
         row = self.query_one("#methods", DataTable).cursor_row
@@ -123,5 +180,8 @@ class MethodScreen(WizardStep):
 
     def action_next(self) -> None:
         self.state.config.method = self.highlighted_method()
+        mode = self.chosen_gpu_mode()
+        if mode is not None:
+            self.state.config.distributed.mode = mode
         self.state.method_chosen = True
         super().action_next()
