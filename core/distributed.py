@@ -200,7 +200,7 @@ def write_launch_files(run_dir: Path, plan: LaunchPlan, config: RunConfig) -> No
     (run_dir / ACCELERATE_CONFIG).write_text(
         f"# written by lora-wizard: {plan.reason}\n" + yaml.safe_dump(accelerate_config(plan, config), sort_keys=False))
     source_root = str(Path(__file__).resolve().parent.parent)
-    command = launch_command(run_dir.resolve(), python="python")
+    command = launch_command(run_dir.resolve(), python=sys.executable)
     _write_executable(run_dir / LAUNCH_SCRIPT, _script([
         f"# Starts this run's trainer exactly as lora-wizard did ({plan.reason}).",
         "# Add --resume to continue from the latest complete checkpoint.",
@@ -222,7 +222,7 @@ def write_cluster_files(run_dir: Path, plan: LaunchPlan, config: RunConfig) -> l
     write_launch_files(run_dir, plan, config)
     source_root = str(Path(__file__).resolve().parent.parent)
     absolute = run_dir.resolve()
-    node = launch_command(absolute, machine_rank="$MACHINE_RANK", python="python")
+    node = launch_command(absolute, machine_rank="$MACHINE_RANK", python=sys.executable)
     node_text = " ".join(shlex.quote(part) if part != "$MACHINE_RANK" else '"$MACHINE_RANK"' for part in node)
     _write_executable(run_dir / NODE_SCRIPT, _script([
         f"# Run on each of the {plan.num_machines} machines: sh {NODE_SCRIPT} MACHINE_RANK (0 on "

@@ -288,6 +288,15 @@ def oom_advice(config: RunConfig, settings: dict[str, Any]) -> tuple[str, dict[s
             {"data.max_length": max(128, config.data.max_length // 2)})
 
 
+def _out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or torch's CPU allocator failing (a RuntimeError)."""
+    import torch
+
+    text = str(error).lower()
+    return (isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text
+            or "can't allocate memory" in text or "cannot allocate memory" in text)
+
+
 def run_training(config: RunConfig, run_dir: str | os.PathLike, resume: bool = False,
                  extra_callbacks: Iterable[Any] = (), install_signal_handlers: bool = False) -> dict[str, Any]:
     """Trains `config` into `run_dir`; returns the final event. Never raises for a user error or an OOM:
@@ -320,7 +329,7 @@ def run_training(config: RunConfig, run_dir: str | os.PathLike, resume: bool = F
             kept = f"the last complete checkpoint ({latest.name}) is kept" if latest else "no complete checkpoint yet"
             fields = {"reason": f"the disk is full ({error.filename or run_dir}); free space, then resume with "
                                 f"lora-wizard train {run_dir / 'config.yaml'} --resume ({kept})"}
-        elif isinstance(error, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(error).lower():
+        elif _out_of_memory(error):
             advice, overrides = oom_advice(config, settings) if settings else ("use QLoRA or a smaller micro-batch", {})
             reason = "out of GPU memory" if isinstance(error, torch.OutOfMemoryError) or "CUDA" in str(error) else "out of CPU memory"
             fields = {"reason": f"{reason}; {advice}", "advice": advice, "suggested_overrides": overrides}

@@ -66,7 +66,7 @@ def test_plans(found, settings, estimates, mode, processes, reason):
 
 @pytest.mark.parametrize("found, settings, message", [
     (gpus(2), {"gpus": [0, 5]}, "asks for GPU 5, but this machine has GPUs 0, 1"),
-    (gpus(2), {"num_processes": 3}, "num_processes is 3 but 2 GPU(s) are chosen"),
+    (gpus(2), {"num_processes": 3}, r"num_processes is 3 but 2 GPU\(s\) are chosen"),
     (gpus(0), {"mode": "fsdp", "num_processes": 2}, "fsdp needs CUDA GPUs"),
 ])
 def test_impossible_plans_are_one_line(found, settings, message):
@@ -137,7 +137,7 @@ def test_per_gpu_estimates_ddp_adds_buckets_fsdp_shards():
     from core.catalog import lookup
     from core.vram import facts_from_fields, parallel_estimates
 
-    facts = facts_from_fields("Llama-3.1-8B", lookup("Llama-3.1-8B"))
+    facts = facts_from_fields(*lookup("Llama-3.1-8B"))
     rows = parallel_estimates(facts, "lora", 2, batch_size=4, seq_len=1024, rank=16, gradient_checkpointing=True)
     single, ddp, fsdp = rows["single"], rows["ddp"], rows["fsdp"]
     assert ddp.peak_gib > single.peak_gib and ddp.breakdown["ddp_gradient_buckets"] == single.breakdown["lora_gradients"]

@@ -113,3 +113,42 @@ def test_cancel_while_the_trainer_is_still_starting_ends_as_cancelled(tiny_model
     assert process.returncode == 130, output
     assert read_events(run_dir)[-1]["type"] == "cancelled"
     assert run_state(run_dir) == "cancelled"
+
+
+SQUEEZE = """
+import resource, sys
+from transformers import TrainerCallback
+from core.config import load_config
+from core.train import run_training
+
+
+class Squeeze(TrainerCallback):
+    '''The fault: once the model is loaded, the process may grow by only 32 MiB more (RLIMIT_AS).'''
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        with open("/proc/self/status") as status:
+            in_use = next(int(line.split()[1]) for line in status if line.startswith("VmSize:")) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (in_use + 32 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+config = load_config(sys.argv[1])
+final = run_training(config, config.output_dir, extra_callbacks=[Squeeze()])
+print("FINAL", final["type"])
+"""
+
+
+def test_cpu_memory_exhaustion_fails_with_one_line_and_advice_the_wizard_can_apply(tiny_model, toy_alpaca, tmp_path):
+    run_dir = tmp_path / "run"
+    # 32 sequences x 64 tokens a micro-batch: logits, activations and their gradients need far more than 32 MiB.
+    config = toy_config(tiny_model("llama"), toy_alpaca, run_dir, max_steps=4, batch_size=32, save_steps=2)
+    config.save(tmp_path / "config.yaml")
+    result = subprocess.run([sys.executable, "-c", SQUEEZE, str(tmp_path / "config.yaml")], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "FINAL failed" in result.stdout, result.stdout[-2000:] + result.stderr[-3000:]
+    failed = read_events(run_dir)[-1]
+    assert failed["type"] == "failed"
+    assert failed["reason"].startswith("out of CPU memory; halve the micro-batch to 16"), failed["reason"]
+    assert "\n" not in failed["reason"] and "Traceback" not in failed["reason"]
+    assert failed["suggested_overrides"] == {"train.batch_size": 16, "train.grad_accum": 2}
+    assert run_state(run_dir) == "failed"
