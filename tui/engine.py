@@ -130,6 +130,7 @@ def demo_config(state: WizardState, progress: Callable[[int, int, str], None] | 
     demo.ensure_demo_model(progress=progress)
     config = demo.demo_config()
     state.demo = True
+    state.demo_model = config.model
     state.config = config
     config.output_dir = state.suggested_output_dir()
     return config

@@ -64,6 +64,12 @@ class WizardState:
     method_chosen: bool = False  # the user picked a method, so the recommendation no longer moves the choice
     # Token counts of the dataset's examples (Dataset step), for the fastest-settings search.
     token_lengths: list[int] | None = None
+    demo_model: str | None = None  # the built-in demo model's folder, once the demo is chosen
+
+    @property
+    def in_demo(self) -> bool:
+        """Walking the demo: chosen on the Welcome screen, its model not replaced since."""
+        return self.demo and bool(self.demo_model) and self.config.model == self.demo_model
 
     @property
     def hardware_known(self) -> bool:

@@ -160,17 +160,58 @@ def demo_cache(tmp_path, monkeypatch, local_model):
     return cache
 
 
-async def test_choosing_the_demo_goes_to_review_with_a_complete_config(runs_root, demo_cache):
+async def wait_for_screen(app, pilot, name: str, text: str | None = None, rounds: int = 200) -> None:
+    """Until `name` is the current screen (and shows `text`): workers load models and data meanwhile."""
+    for _ in range(rounds):
+        await pilot.pause(0.05)
+        if type(app.screen).__name__ == name and (text is None or text in screen_text(app.screen)):
+            return
+    raise AssertionError(f"not on {name} showing {text!r}: on {type(app.screen).__name__}:\n{screen_text(app.screen)}")
+
+
+def screen_text(screen) -> str:
+    from textual.widgets import Label, Static
+
+    return "\n".join(plain(widget) for widget in screen.query(Static) if widget.display) + "".join(
+        str(label.render()) for label in screen.query(Label) if label.display)
+
+
+async def test_the_demo_walks_every_step_with_its_choices_filled_in_and_labelled(runs_root, demo_cache):
     from core import demo
 
     app = LoraWizardApp(known_state(), runs_root=runs_root)
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await pilot.press("d")
+        await wait_for_screen(app, pilot, "LoginScreen")
+        banner = plain(app.screen.query_one("#demo-banner"))
+        assert banner.startswith("Demo: a built-in") and "Ctrl+N goes on" in banner
+        await pilot.press("ctrl+n")  # the demo needs no token
+        await wait_for_screen(app, pilot, "ModelScreen")
+        for _ in range(200):  # the demo model is looked up on arrival
+            await pilot.pause(0.05)
+            if "LlamaForCausalLM" in plain(app.screen.query_one("#model-summary")):
+                break
+        assert "LlamaForCausalLM" in plain(app.screen.query_one("#model-summary"))
+        assert app.screen.query_one("#model-id").value == str(demo.ensure_demo_model())
+        await pilot.press("ctrl+n")
+        await wait_for_screen(app, pilot, "MethodScreen")
         await settle(app, pilot)
-        assert type(app.screen).__name__ == "ReviewScreen"
+        assert "GiB" in screen_text(app.screen) and app.screen.query_one("#demo-banner")  # estimates, as for any model
+        await pilot.press("ctrl+n")
+        await wait_for_screen(app, pilot, "DatasetScreen", "rows usable")  # previewed without asking
+        assert app.screen.query_one("#dataset-path").value == str(demo.demo_dataset_path())
+        demo_settings = (app.state.config.train.batch_size, app.state.config.train.max_steps,
+                         app.state.config.data.max_length)
+        await pilot.press("ctrl+n")
+        await wait_for_screen(app, pilot, "SettingsScreen", "The demo's settings")
+        await settle(app, pilot)
+        await pilot.press("ctrl+n")
+        await wait_for_screen(app, pilot, "ReviewScreen")
         config = app.state.config
         config.check_complete()
+        # The fastest-settings search did not replace the demo's own (sized for two CPU cores).
+        assert (config.train.batch_size, config.train.max_steps, config.data.max_length) == demo_settings
         assert config.model == str(demo.ensure_demo_model())
         assert config.data.path == str(demo.demo_dataset_path())
         assert config.output_dir == str(runs_root / f"demo-{config.method}")

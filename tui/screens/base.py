@@ -48,6 +48,9 @@ class WizardStep(WizardScreen):
 
     def compose(self) -> ComposeResult:
         yield StepBar(self.STEP)
+        if self.state.in_demo:
+            yield Label("Demo: a built-in 3M-parameter model learns to answer like a pirate. Every choice is filled "
+                        "in; look around, change anything, Ctrl+N goes on.", id="demo-banner")
         with VerticalScroll(id="body"):
             yield from self.compose_body()
         yield Label("", id="error", classes="error")

@@ -67,6 +67,8 @@ class DatasetScreen(WizardStep):
         for selector in ("#dataset-loading", "#dataset-problems", "#dataset-preview", "#lengths"):
             self.query_one(selector).display = False
         self.query_one("#dataset-path", Input).focus()
+        if self.state.in_demo and self.state.config.data.path:
+            self.action_load()  # the demo's data: its preview is the point of this step
 
     # -- loading ------------------------------------------------------------------------------
 

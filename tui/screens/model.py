@@ -115,6 +115,8 @@ class ModelScreen(WizardStep):
         self.query_one("#search-results").display = False
         if self.state.model_info is not None and self.state.model_info.id == self.state.config.model:
             self.query_one(ModelSummaryView).info = self.state.model_info
+        elif self.state.config.model:
+            self.look_up()  # the demo's model, or one chosen before: show what it is
         self.query_one("#model-id", Input).focus()
 
     # -- looking up ---------------------------------------------------------------------------

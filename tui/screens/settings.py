@@ -77,9 +77,13 @@ class SettingsScreen(WizardStep):
                     yield SettingField(key, current[key], help, optional=key in optional)
 
     def on_mount(self) -> None:
+        if self.state.in_demo:
+            self.query_one("#settings-note", Label).update(
+                "The demo's settings, sized to train in about two minutes on two CPU cores.")
         self.show_cut_note()
         self.query(Input).first().focus()
-        self.tune()
+        if not self.state.in_demo:  # the demo's settings are chosen for two CPU cores: keep them
+            self.tune()
 
     # -- sound defaults -----------------------------------------------------------------------
 
@@ -160,10 +164,11 @@ class SettingsScreen(WizardStep):
         except (TypeError, ValueError, ConfigError):
             return
         cut = cut_count(lengths, max_length)
-        self.query_one("#settings-note", Label).update(
+        demo = "The demo's settings, sized to train in about two minutes on two CPU cores. " if self.state.in_demo else ""
+        self.query_one("#settings-note", Label).update(demo + (
             f"max_length {max_length}: {cut} of {len(lengths)} examples counted would be cut." if cut
             else f"max_length {max_length}: no example counted is longer."
-        )
+        ))
 
     def ready_to_continue(self) -> str | None:
         config, problem = self.validate()

@@ -180,11 +180,10 @@ class WelcomeScreen(WizardScreen):
 
     @on(DemoReady)
     def demo_ready(self) -> None:
-        from tui.screens.review import ReviewScreen
-
+        # The demo walks every step like any run, its choices filled in and labelled: Ctrl+N goes on.
         self.query_one("#demo-progress").display = False
         self.query_one("#demo-status").display = False
-        self.app.push_screen(ReviewScreen(self.state))
+        self.app.next_step("welcome")
 
     def worker_failed(self, worker: Worker, message: str) -> None:
         self.query_one("#demo-progress").display = False
