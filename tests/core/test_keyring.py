@@ -135,6 +135,17 @@ def test_importing_core_hub_loads_neither_keyring_nor_huggingface_hub(tmp_path):
 
 
 @needs_secret_service
+def test_the_test_sessions_keyring_is_the_secret_service_alone():
+    """No test's keyring backend may join keyring's automatic chain: every KeyringBackend subclass a test
+    module defines is registered when pytest imports it, and a viable one would be asked whenever the
+    Secret Service has no entry (a blocking one made reads of a missing token wait 30 s in CI)."""
+    from keyring.backend import get_all_keyring
+
+    collected = {type(backend).__module__ + "." + type(backend).__name__ for backend in get_all_keyring()}
+    assert not {name for name in collected if name.startswith(("tests.", "test_"))}, collected
+
+
+@needs_secret_service
 def test_round_trip_in_the_real_secret_service(token_sources):
     token = "hf_RealSecretServiceRoundTrip0001"
     available, reason = hub.keyring_available()

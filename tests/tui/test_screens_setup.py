@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from jaraco.classes import properties
 from keyring.backend import KeyringBackend
 from rich.console import Console
 from rich.text import Text
@@ -289,10 +290,18 @@ async def test_hf_token_in_the_environment_is_respected_and_said_so(clean_token,
 
 
 class BlockingKeyring(KeyringBackend):
-    """A keyring that waits (like a locked one behind an unseen prompt) until the test releases it."""
+    """A keyring that waits (like a locked one behind an unseen prompt) until the test releases it.
 
-    priority = 1
+    Only ever set explicitly (blocking_keyring below). keyring registers every KeyringBackend subclass
+    that is imported, so a viable priority would chain this one behind the real Secret Service for the
+    whole test session (the module is imported at collection): every read of a missing entry then
+    waited 30 s here, which is what made the real-keyring tests in tests/core time out in CI."""
+
     release = threading.Event()
+
+    @properties.classproperty
+    def priority(cls) -> float:
+        raise RuntimeError("BlockingKeyring is only used when a test sets it with keyring.set_keyring")
 
     def get_password(self, service, username):
         self.release.wait(30)
