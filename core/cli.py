@@ -107,6 +107,10 @@ def _quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")
+    # bitsandbytes' 8-bit matmul logs a warning on every fp32 (CPU) forward: the CPU run's dtype, not news.
+    import logging
+
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:

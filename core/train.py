@@ -563,6 +563,8 @@ def trainer_main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "warning")
+    # bitsandbytes logs "inputs will be cast to float16" on every fp32 (CPU) 8-bit forward: not news, every step.
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     try:
         import datasets
 
