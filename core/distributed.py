@@ -324,5 +324,5 @@ def cluster_command(args) -> int:
         print(f"  {path}")
     print(f"The run directory must be on storage every machine sees. On machine 0 ({config.distributed.main_address}) "
           f"run: sh {run_dir / NODE_SCRIPT} 0; on the others: sh {run_dir / NODE_SCRIPT} 1, 2, ...")
-    print(f"With SLURM: sbatch {run_dir / SLURM_SCRIPT}. Follow the run from any machine: lora-wizard attach {run_dir}")
+    print(f"With SLURM: sbatch {run_dir / SLURM_SCRIPT}. Follow it from any machine that sees the run directory: lora-wizard attach {run_dir}")
     return 0

@@ -22,6 +22,7 @@ from core.errors import UserError
 from core.events import FINAL_TYPES, follow_events, read_events
 
 STATUS_FILE = "status.json"
+REMOTE_QUIET_S = 1800  # a run on another machine with no event for this long is taken for crashed
 DEFAULT_ROOT = "runs"
 
 
@@ -70,8 +71,12 @@ def run_state(run_dir: str | os.PathLike) -> str:
             final = None  # a resumed run started again after an earlier end
     status = read_status(run_dir)
     if status and status.get("state") == "running":
-        alive = status.get("host") in (None, os.uname().nodename) and _pid_alive(int(status.get("pid", -1)))
-        if alive:
+        if status.get("host") not in (None, os.uname().nodename):
+            # Trained on another machine (a multi-machine run on shared storage): its pid can't be checked
+            # from here, so a run that wrote an event in the last half hour counts as running.
+            newest = max([float(status.get("updated", 0))] + [e.get("time", 0) for e in read_events(run_dir)[-1:]])
+            return final or ("running" if time.time() - newest < REMOTE_QUIET_S else "crashed")
+        if _pid_alive(int(status.get("pid", -1))):
             return "running"
         return final or "crashed"
     if final:

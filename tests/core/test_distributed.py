@@ -245,3 +245,22 @@ def test_cluster_needs_the_process_count_off_a_gpu_machine(tiny_model, toy_alpac
     settings.save(tmp_path / "config.yaml")
     result = _cli("cluster", str(tmp_path / "config.yaml"), "--machines", "1", cwd=tmp_path)
     assert result.returncode == 2 and "--machines must be at least 2" in result.stderr
+
+
+@pytest.mark.parametrize("age_s, final, expected", [(60, None, "running"), (7200, None, "crashed"),
+                                                     (60, "done", "done")])
+def test_a_run_trained_on_another_machine_is_judged_by_its_latest_event(tmp_path, age_s, final, expected):
+    """On shared storage, machine 1 sees machine 0's run: the pid can't be checked, the events can."""
+    from core.events import EventWriter
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "status.json").write_text(json.dumps({"pid": 1, "state": "running", "host": "machine-0-elsewhere",
+                                                     "updated": time.time() - age_s}))
+    events = EventWriter(run_dir)
+    events.write("started", model="m", method="lora")
+    if final:
+        events.write(final, step=4)
+    lines = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    (run_dir / "events.jsonl").write_text("".join(json.dumps({**e, "time": time.time() - age_s}) + "\n" for e in lines))
+    assert run_state(run_dir) == expected
