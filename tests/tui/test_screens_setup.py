@@ -519,6 +519,10 @@ async def test_method_screen_with_two_gpus_offers_ddp_or_fsdp_per_gpu_and_writes
         await settle(app, pilot)
         assert type(app.screen).__name__ == "DatasetScreen"
         assert app.state.config.method == "lora" and app.state.config.distributed.mode == "ddp"
+    review = LoraWizardApp(state, step="review")
+    async with review.run_test(size=SIZE) as pilot:
+        await settle(review, pilot)
+        assert plain(review.screen.query_one("#launch-plan")).startswith("Launch: DDP (a copy per GPU) over 2 GPUs")
 
 
 async def test_method_screen_with_one_gpu_says_nothing_of_multi_gpu(local_model):

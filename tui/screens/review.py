@@ -35,6 +35,12 @@ class ReviewScreen(WizardStep):
         config_path = Path(config.output_dir or "OUTPUT_DIR") / "config.yaml"
         yield Label(f"The config is written to {config_path} when training starts.", id="config-path")
         yield Label(f"Repeat this run headless: lora-wizard train {shlex.quote(str(config_path))}", id="train-command")
+        gpus = self.state.gpus or []
+        if len(gpus) > 1 and config.distributed.mode != "single":
+            mode = {"ddp": "DDP (a copy per GPU)", "fsdp": "FSDP (weights sharded)"}.get(config.distributed.mode,
+                                                                                     "DDP or FSDP as the estimate says")
+            yield Label(f"Launch: {mode} over {len(gpus)} GPUs through accelerate; the run directory gets "
+                        "accelerate.yaml and launch.sh to repeat it by hand.", id="launch-plan")
         self.shown_yaml = config.to_yaml()
         yield Static(Syntax(self.shown_yaml, "yaml", word_wrap=True, theme="ansi_dark", background_color="default"), id="config-yaml")
         yield LoadingIndicator(id="start-loading")
