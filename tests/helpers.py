@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 
@@ -33,3 +37,19 @@ def toy_config(model: Path, data: Path, output_dir: Path, method: str = "lora", 
                              "train": settings, "output_dir": str(output_dir)})
 
 
+
+
+def cli(*args, cwd, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """`lora-wizard ARGS` in a subprocess (python -m core.cli), output captured."""
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def wait_for(predicate, timeout: float = 180, poll: float = 0.2) -> bool:
+    """Polls `predicate` until it is true (True) or `timeout` seconds pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return False

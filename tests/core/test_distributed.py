@@ -26,7 +26,7 @@ from core.events import read_events
 from core.hardware import GpuInfo
 from core.runs import run_state
 from core.train import latest_complete_checkpoint
-from tests.helpers import toy_config
+from tests.helpers import cli as _cli, toy_config, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -151,18 +151,8 @@ def test_per_gpu_estimates_ddp_adds_buckets_fsdp_shards():
 # --- real runs over two processes ---------------------------------------------------------------
 
 
-def _cli(*args, cwd, timeout=600):
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def _wait_for(predicate, timeout=300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
+    return wait_for(predicate, timeout)
 
 
 def test_two_processes_train_cancel_resume_and_save_one_adapter(tiny_model, toy_alpaca, tmp_path):

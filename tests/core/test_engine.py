@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from core.events import read_events
 from core.train import latest_complete_checkpoint, run_training
-from tests.helpers import toy_config
+from tests.helpers import cli as _cli, toy_config, wait_for as _wait_for
 
 
 def step_losses(run_dir):
@@ -82,20 +81,6 @@ def test_a_bad_model_fails_with_one_line_after_checking_the_data(toy_alpaca, tmp
     final = run_training(config, tmp_path / "run")
     assert final["type"] == "failed"
     assert "does not exist" in final["reason"] and "\n" not in final["reason"]
-
-
-def _cli(*args, cwd, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-
-
-def _wait_for(predicate, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_cli_train_sigterm_checkpoints_and_resume_reaches_max_steps(tiny_model, toy_alpaca, tmp_path):

@@ -14,16 +14,11 @@ import pytest
 from core.events import read_events
 from core.runs import run_state
 from core.train import latest_complete_checkpoint
-from tests.helpers import toy_config
+from tests.helpers import toy_config, wait_for
 
 
 def _wait_for(predicate, timeout=240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_for(predicate, timeout, poll=0.1)
 
 
 def _train(config_path, cwd, *extra):
