@@ -578,6 +578,10 @@ def trainer_main(argv: list[str] | None = None) -> int:
         write_status(run_dir, "failed")
         return 2
     final = run_training(config, run_dir, resume=args.resume, install_signal_handlers=True)
+    if final["type"] == "cancelled" and world_size() > 1:
+        # Under torchrun a non-zero exit is a worker failure: it would print a ChildFailedError traceback
+        # into trainer.log (the wizard's log pane) after a clean cancel. The cancelled event says it all.
+        return 0
     return {"done": 0, "cancelled": 130}.get(final["type"], 1)
 
 

@@ -180,6 +180,8 @@ def test_two_processes_train_cancel_resume_and_save_one_adapter(tiny_model, toy_
     # Both ranks saved their RNG state into the checkpoint: it was a two-process save.
     assert {p.name for p in checkpoint.glob("rng_state_*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
     assert run_state(run_dir) == "cancelled"
+    # A clean cancel is not a worker failure: no torchrun traceback in the log the wizard shows.
+    assert "ChildFailedError" not in (run_dir / "trainer.log").read_text()
 
     # The run can be repeated by hand: accelerate.yaml and launch.sh are in the run directory.
     accelerate_yaml = yaml.safe_load((run_dir / "accelerate.yaml").read_text())
