@@ -16,6 +16,7 @@ with GPUs, one process per GPU over NCCL. Nothing here imports torch.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import stat
@@ -28,6 +29,7 @@ import yaml
 
 from core.config import AUTO, RunConfig
 from core.errors import ConfigError
+from core.vram import parallel_mode
 
 ACCELERATE_CONFIG = "accelerate.yaml"
 LAUNCH_SCRIPT = "launch.sh"
@@ -117,21 +119,18 @@ def plan_launch(config: RunConfig, gpus: Sequence[Any], per_gpu_gib: dict[str, f
         else:
             reason = "one GPU" if gpus else "no GPU: one process on the CPU"
         return LaunchPlan("single", 1, 1, gpu_ids, precision, reason, estimates)
-    if mode == AUTO or mode == "single":
-        if mode == "single":
-            return LaunchPlan("single", 1, 1, gpu_ids[:1] if gpu_ids else None, precision,
-                              "single asked for: one process", estimates)
-        fits_each = capacity is None or "ddp" not in estimates or estimates["ddp"] <= capacity
-        fits_sharded = capacity is not None and "fsdp" in estimates and estimates["fsdp"] <= capacity
-        if fits_each or not fits_sharded:
-            mode = "ddp"
-            where = f"{total} processes" if capacity is None else f"{total} GPUs"
-            reason = (f"data parallel over {where}: a full copy fits on each" if fits_each
-                      else f"data parallel over {where}; the model does not fit even sharded (see the estimate)")
-        else:
-            mode = "fsdp"
-            reason = (f"FSDP over {total} GPUs: the model fits only sharded "
-                      f"({estimates['fsdp']:.1f} GiB per GPU sharded vs {estimates['ddp']:.1f} GiB for a full copy)")
+    if mode == "single":
+        return LaunchPlan("single", 1, 1, gpu_ids[:1] if gpu_ids else None, precision,
+                          "single asked for: one process", estimates)
+    if mode == AUTO:
+        mode, fit = parallel_mode(estimates, capacity)
+        where = f"{total} processes" if capacity is None else f"{total} GPUs"
+        reason = {
+            "fits-each": f"data parallel over {where}: a full copy fits on each",
+            "fits-nowhere": f"data parallel over {where}; the model does not fit even sharded (see the estimate)",
+            "fits-sharded": f"FSDP over {total} GPUs: the model fits only sharded ({estimates.get('fsdp', 0):.1f} GiB "
+                            f"per GPU sharded vs {estimates.get('ddp', 0):.1f} GiB for a full copy)",
+        }[fit]
     else:
         reason = f"{mode} asked for, over {total} {'GPUs' if gpus else 'CPU processes'}"
     if mode == "fsdp" and not gpus:
@@ -208,8 +207,6 @@ def write_launch_files(run_dir: Path, plan: LaunchPlan, config: RunConfig) -> No
         f"export PYTHONPATH={shlex.quote(source_root)}${{PYTHONPATH:+:$PYTHONPATH}}",
         "exec " + shlex.join(command) + ' "$@"',
     ]))
-    import json
-
     (run_dir / "launch.json").write_text(json.dumps(plan.to_dict(), indent=2))
 
 

@@ -73,3 +73,13 @@ def last_event(run_dir: str | os.PathLike, types: tuple[str, ...] | None = None)
         if types is None or event["type"] in types:
             return event
     return None
+
+
+def duration(seconds: float | None) -> str:
+    """3m05s, 2h07m; '-' when not known yet (how the CLI and the wizard show elapsed time and ETA)."""
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"

@@ -107,22 +107,22 @@ def prepare_run_dir(config: RunConfig, resume: bool = False) -> Path:
     return run_dir
 
 
-def start_trainer(run_dir: Path, resume: bool = False, config: RunConfig | None = None) -> subprocess.Popen:
+def start_trainer(run_dir: Path, config: RunConfig, resume: bool = False) -> subprocess.Popen:
     """The trainer process, in its own session, with its output appended to trainer.log.
 
     More than one process (several GPUs, or distributed.num_processes on the CPU) goes through
     `accelerate launch` with the accelerate.yaml and launch.sh written into the run directory."""
     from core.distributed import launch_command, plan_for_run, write_launch_files
 
-    command = [sys.executable, "-m", "core.train", str(run_dir)] + (["--resume"] if resume else [])
-    if config is not None:
-        plan = plan_for_run(config)
-        if plan.num_machines > 1:
-            raise UserError("a run over several machines is started on each machine with its launch-node.sh; "
-                            f"write them with: lora-wizard cluster {run_dir / 'config.yaml'}")
-        if plan.distributed:
-            write_launch_files(run_dir, plan, config)
-            command = launch_command(run_dir, resume=resume)
+    plan = plan_for_run(config)
+    if plan.num_machines > 1:
+        raise UserError("a run over several machines is started on each machine with its launch-node.sh; "
+                        f"write them with: lora-wizard cluster {run_dir / 'config.yaml'}")
+    if plan.distributed:
+        write_launch_files(run_dir, plan, config)
+        command = launch_command(run_dir, resume=resume)
+    else:
+        command = [sys.executable, "-m", "core.train", str(run_dir)] + (["--resume"] if resume else [])
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
     source_root = str(Path(__file__).resolve().parent.parent)
     token = _session_token()
@@ -155,7 +155,7 @@ def start_training(config: RunConfig, resume: bool = False) -> Path:
     """Prepares the run directory and starts the trainer detached; returns at once with the run directory."""
     config.check_complete()
     run_dir = prepare_run_dir(config, resume=resume)
-    start_trainer(run_dir, resume=resume, config=config)
+    start_trainer(run_dir, config, resume=resume)
     return run_dir
 
 

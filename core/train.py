@@ -22,7 +22,7 @@ from typing import Any, Iterable
 
 from core.config import AUTO, RunConfig, load_config
 from core.errors import UserError
-from core.events import EventWriter
+from core.events import EventWriter, duration
 
 log = logging.getLogger("lora_wizard.train")
 
@@ -97,7 +97,7 @@ def gpu_memory() -> list[dict[str, float]]:
     return rows
 
 
-def _all_ranks_gpu_memory(device) -> list[dict[str, float]]:
+def _all_ranks_gpu_memory() -> list[dict[str, float]]:
     """Every rank's GPU memory, gathered to all (called by every rank at the same point)."""
     rows = gpu_memory()
     if world_size() == 1:
@@ -161,7 +161,7 @@ def _events_callback_class():
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or "loss" not in logs:
                 return
-            memory = _all_ranks_gpu_memory(args.device)  # every rank logs the training loss at the same step
+            memory = _all_ranks_gpu_memory()  # every rank logs the training loss at the same step
             if not self.is_main:
                 return
             now = time.monotonic()
@@ -601,7 +601,7 @@ def format_event(event: dict[str, Any]) -> str | None:
         for gpu in event.get("gpu_memory") or []:
             parts.append(f"gpu{gpu['index']} {gpu['max_reserved_gib']:.1f}/{gpu['total_gib']:.0f} GiB")
         if event.get("eta_s") is not None:
-            parts.append(f"eta {_duration(event['eta_s'])}")
+            parts.append(f"eta {duration(event['eta_s'])}")
         return " | ".join(parts)
     if kind == "started":
         processes = event.get("world_size") or 1
@@ -619,19 +619,12 @@ def format_event(event: dict[str, Any]) -> str | None:
     if kind == "checkpoint":
         return f"checkpoint saved at step {event['step']}"
     if kind == "done":
-        return f"done in {_duration(event['runtime_s'])}: adapter saved to {event['adapter_dir']}"
+        return f"done in {duration(event['runtime_s'])}: adapter saved to {event['adapter_dir']}"
     if kind == "cancelled":
         return f"cancelled at step {event['step']}; resume with: {event['resume_command']}"
     if kind == "failed":
         return f"failed: {event['reason']}"
     return None
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def train_command(args) -> int:
@@ -649,7 +642,7 @@ def train_command(args) -> int:
         raise UserError("give a run config (lora-wizard train CONFIG.yaml) or --demo to train the built-in demo.")
     config.check_complete()
     run_dir = prepare_run_dir(config, resume=args.resume)
-    process = start_trainer(run_dir, resume=args.resume, config=config)
+    process = start_trainer(run_dir, config, resume=args.resume)
     print(f"run directory: {run_dir} (trainer pid {process.pid}; log: {run_dir / 'trainer.log'})", flush=True)
     if args.detach:
         print(f"training in the background; follow it with: lora-wizard attach {run_dir}")

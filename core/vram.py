@@ -456,31 +456,41 @@ def parallel_estimate(single: Estimate, facts: ModelFacts, processes: int, mode:
                     breakdown["weights"], peak, breakdown, liger=single.liger, device=single.device)
 
 
-def parallel_estimates(facts: ModelFacts, method: str, processes: int, **kwargs: Any) -> dict[str, Estimate]:
-    """{"single", "ddp", "fsdp"} -> peak per GPU for the same micro-batch (fsdp not for lora-8bit)."""
-    single = estimate(facts, method, **kwargs)
-    result = {"single": single}
+def parallel_rows(single: Estimate, facts: ModelFacts, processes: int) -> dict[str, Estimate]:
+    """{"single", "ddp", "fsdp"} -> peak per GPU for the micro-batch of `single` (fsdp not for lora-8bit)."""
+    rows = {"single": single}
     if processes > 1:
-        result["ddp"] = parallel_estimate(single, facts, processes, "ddp")
-        if method != "lora-8bit":
-            result["fsdp"] = parallel_estimate(single, facts, processes, "fsdp")
-    return result
+        rows["ddp"] = parallel_estimate(single, facts, processes, "ddp")
+        if single.method != "lora-8bit":
+            rows["fsdp"] = parallel_estimate(single, facts, processes, "fsdp")
+    return rows
+
+
+def parallel_estimates(facts: ModelFacts, method: str, processes: int, **kwargs: Any) -> dict[str, Estimate]:
+    """parallel_rows for the estimate of `method` with `kwargs` (see estimate)."""
+    return parallel_rows(estimate(facts, method, **kwargs), facts, processes)
+
+
+def parallel_mode(per_gpu_gib: dict[str, float], capacity_gib: float | None) -> tuple[str, str]:
+    """The rule of `distributed.mode: auto`, for the engine and the wizard alike: DDP when a full copy
+    fits on each GPU (or nothing says it doesn't), FSDP when the model fits only sharded, else DDP
+    (it fits nowhere: the estimate says so). Returns (mode, "fits-each" | "fits-sharded" | "fits-nowhere")."""
+    if capacity_gib is None or "ddp" not in per_gpu_gib or per_gpu_gib["ddp"] <= capacity_gib:
+        return "ddp", "fits-each"
+    if "fsdp" in per_gpu_gib and per_gpu_gib["fsdp"] <= capacity_gib:
+        return "fsdp", "fits-sharded"
+    return "ddp", "fits-nowhere"
 
 
 def multi_gpu_choice(single: Estimate, facts: ModelFacts, gpu_count: int, capacity_gib: float | None) -> dict[str, Any]:
-    """Per-GPU peaks for one GPU, DDP and FSDP over `gpu_count` GPUs, and the one to use with why
-    (the same rule as the engine's `distributed.mode: auto`)."""
-    rows = {"single": single, "ddp": parallel_estimate(single, facts, gpu_count, "ddp")}
-    if single.method != "lora-8bit":
-        rows["fsdp"] = parallel_estimate(single, facts, gpu_count, "fsdp")
+    """Per-GPU peaks for one GPU, DDP and FSDP over `gpu_count` GPUs, and the one to use with why."""
+    rows = parallel_rows(single, facts, gpu_count)
     per_gpu = {mode: {"peak_gib": row.peak_gib, **({"fits": verdict(row.peak_gib, capacity_gib)} if capacity_gib else {})}
                for mode, row in rows.items()}
-    if capacity_gib is None or rows["ddp"].peak_gib <= capacity_gib:
-        recommended, why = "ddp", f"a full copy fits on each GPU: {gpu_count}x the examples per step"
-    elif "fsdp" in rows and rows["fsdp"].peak_gib <= capacity_gib:
-        recommended, why = "fsdp", "fits only with the weights sharded across the GPUs"
-    else:
-        recommended, why = "ddp", "does not fit even sharded: use QLoRA, a smaller micro-batch or checkpointing"
+    recommended, fit = parallel_mode({mode: row.peak_gib for mode, row in rows.items()}, capacity_gib)
+    why = {"fits-each": f"a full copy fits on each GPU: {gpu_count}x the examples per step",
+           "fits-sharded": "fits only with the weights sharded across the GPUs",
+           "fits-nowhere": "does not fit even sharded: use QLoRA, a smaller micro-batch or checkpointing"}[fit]
     return {"gpus": gpu_count, "per_gpu": per_gpu, "recommended": recommended, "why": why}
 
 
@@ -628,16 +638,18 @@ def estimate_command(args) -> int:
             for m in methods for gc in choice]
     fastest = {m: fastest_settings(facts, m, capacity, rank=args.rank, max_length=args.seq_len, liger=liger)
                for m in methods} if capacity else {}
+    # Per method, the row a person would run: checkpointing off when it fits, else on.
+    primary = {m: next((r for r in rows if r.method == m and r.fits == "fits"), [r for r in rows if r.method == m][-1])
+               for m in methods}
+    multi_gpu = {m: multi_gpu_choice(primary[m], facts, gpu_count, capacity) for m in methods} if gpu_count > 1 else {}
     if args.json:
         methods_out = {}
         for method in methods:
-            candidates = [r for r in rows if r.method == method]
-            # The row a person would run: checkpointing off when it fits, else on.
-            primary = next((r for r in candidates if r.fits == "fits"), candidates[-1])
-            methods_out[method] = {**primary.to_dict(), "estimates": [r.to_dict() for r in candidates],
+            methods_out[method] = {**primary[method].to_dict(),
+                                   "estimates": [r.to_dict() for r in rows if r.method == method],
                                    "fastest_settings": fastest.get(method)}
-            if gpu_count > 1:
-                methods_out[method]["multi_gpu"] = multi_gpu_choice(primary, facts, gpu_count, capacity)
+            if method in multi_gpu:
+                methods_out[method]["multi_gpu"] = multi_gpu[method]
         print(json.dumps({"model": facts.name, "parameters": facts.total_params, "gpus": [g.to_dict() for g in gpus],
                           "capacity_gib": capacity, "liger": liger, "cuda_context_gib": CUDA_CONTEXT_GIB,
                           "methods": methods_out}, indent=2))
@@ -657,12 +669,9 @@ def estimate_command(args) -> int:
               f"{row.peak_gib:>7.1f}G  {row.fits if capacity else '-'}")
     if not capacity:
         print("peak = what must be free on the GPU (CUDA context included); give --gpu-gib to check a card size.")
-    if gpu_count > 1:
+    if multi_gpu:
         print(f"over {gpu_count} GPUs, per GPU (same micro-batch, checkpointing as in the fitting row):")
-        for method in methods:
-            candidates = [r for r in rows if r.method == method]
-            primary = next((r for r in candidates if r.fits == "fits"), candidates[-1])
-            choice = multi_gpu_choice(primary, facts, gpu_count, capacity)
+        for method, choice in multi_gpu.items():
             options = ", ".join(f"{mode} {value['peak_gib']:.1f}G" for mode, value in choice["per_gpu"].items())
             print(f"  {method:<10} {options}  -> {choice['recommended']}: {choice['why']}")
     for method, settings in fastest.items():

@@ -291,16 +291,22 @@ async def test_export_copies_the_adapter_merges_with_a_parity_check_and_refuses_
     assert not app.unexpected_errors
 
 
-async def test_push_publishes_the_adapter_privately_with_its_model_card(trained_run, fake_hub, monkeypatch, tmp_path):
+async def push_from_the_export_screen(app, pilot, run_dir: Path, repo_id: str):
+    """Opens the Export screen of `run_dir`, fills the repository and presses Ctrl+Y; returns the screen."""
     from tui.screens.export import ExportScreen
 
+    await app.push_screen(ExportScreen(run_dir))
+    export = app.screen
+    export.query_one("#repo-id").value = repo_id
+    await pilot.press("ctrl+y")
+    return export
+
+
+async def test_push_publishes_the_adapter_privately_with_its_model_card(trained_run, fake_hub, monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", fake_hub.add_token("alice"))
     app = LoraWizardApp(quiet_state(tmp_path), attach=trained_run)
     async with app.run_test(size=SIZE) as pilot:
-        await app.push_screen(ExportScreen(trained_run))
-        export = app.screen
-        export.query_one("#repo-id").value = "alice/reverser"
-        await pilot.press("ctrl+y")
+        export = await push_from_the_export_screen(app, pilot, trained_run, "alice/reverser")
         assert await until(pilot, lambda: "✓ Pushed" in text(export, "#push-result"), timeout=60)
         assert "alice/reverser" in text(export, "#push-result")
     files = fake_hub.repo_files("alice/reverser")
@@ -311,15 +317,10 @@ async def test_push_publishes_the_adapter_privately_with_its_model_card(trained_
 
 
 async def test_push_with_a_read_only_token_is_one_readable_line(trained_run, fake_hub, monkeypatch, tmp_path):
-    from tui.screens.export import ExportScreen
-
     monkeypatch.setenv("HF_TOKEN", fake_hub.add_token("alice", role="read"))
     app = LoraWizardApp(quiet_state(tmp_path), attach=trained_run)
     async with app.run_test(size=SIZE) as pilot:
-        await app.push_screen(ExportScreen(trained_run))
-        export = app.screen
-        export.query_one("#repo-id").value = "alice/reverser"
-        await pilot.press("ctrl+y")
+        export = await push_from_the_export_screen(app, pilot, trained_run, "alice/reverser")
         assert await until(pilot, lambda: export.query_one("#error").display, timeout=60)
         error = text(export, "#error")
         assert "write access" in error and "\n" not in error and "Traceback" not in error

@@ -44,6 +44,9 @@ def key_in_message(message: str, keys: list[str]) -> str | None:
     return min(found)[2] if found else None
 
 
+DEMO_NOTE = "The demo's settings, sized to train in about two minutes on two CPU cores."
+
+
 class SettingsScreen(WizardStep):
     STEP = "settings"
 
@@ -78,8 +81,7 @@ class SettingsScreen(WizardStep):
 
     def on_mount(self) -> None:
         if self.state.in_demo:
-            self.query_one("#settings-note", Label).update(
-                "The demo's settings, sized to train in about two minutes on two CPU cores.")
+            self.query_one("#settings-note", Label).update(DEMO_NOTE)
         self.show_cut_note()
         self.query(Input).first().focus()
         if not self.state.in_demo:  # the demo's settings are chosen for two CPU cores: keep them
@@ -164,7 +166,7 @@ class SettingsScreen(WizardStep):
         except (TypeError, ValueError, ConfigError):
             return
         cut = cut_count(lengths, max_length)
-        demo = "The demo's settings, sized to train in about two minutes on two CPU cores. " if self.state.in_demo else ""
+        demo = DEMO_NOTE + " " if self.state.in_demo else ""
         self.query_one("#settings-note", Label).update(demo + (
             f"max_length {max_length}: {cut} of {len(lengths)} examples counted would be cut." if cut
             else f"max_length {max_length}: no example counted is longer."

@@ -25,7 +25,8 @@ from tui.screens.base import WizardScreen
 from tui.widgets.gpu_memory import GpuMemory
 from tui.widgets.log_tail import LogTail, read_new_lines
 from tui.widgets.loss_plot import LossPlot
-from tui.widgets.progress_panel import ProgressPanel, duration
+from core.events import duration
+from tui.widgets.progress_panel import ProgressPanel
 
 POLL_S = 0.25
 # Between events the run's state is re-read this often: a trainer killed without a word shows as crashed.

@@ -9,15 +9,7 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Label, ProgressBar
 
-
-def duration(seconds: float | None) -> str:
-    """3m05s, 2h07m; '-' when not known yet."""
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+from core.events import duration
 
 
 class ProgressPanel(Vertical):
