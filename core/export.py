@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str], Any]
 PARITY_TOKENS = 24
+LOGIT_TOLERANCE = 0.05  # relative logit difference 16-bit rounding stays within (measured 1-3% in bf16)
 FALLBACK_PROMPTS = ["Hello! Who are you?", "Write one sentence about the sea.", "What is 2 + 3?"]
 
 
@@ -33,14 +34,33 @@ class MergeReport:
     prompts: list[str] = field(default_factory=list)
     matches: list[bool] = field(default_factory=list)
     first_difference: list[int | None] = field(default_factory=list)
+    # Teacher-forced on adapter-on-base's answers: how far the merged model's logits are from it, relative
+    # to its logits, and how far the adapter itself moves the base's (the scale a broken merge shows at).
+    logit_error: float | None = None
+    adapter_effect: float | None = None
+    same_next_token: float | None = None
+
+    @property
+    def rounding_only(self) -> bool:
+        """Greedy answers differ, but only as 16-bit rounding does: logits within a few percent, far
+        closer to adapter-on-base than the adapter moved them (a merge that lost or mis-scaled the
+        adapter is off by the adapter's whole effect)."""
+        return (self.logit_error is not None and self.adapter_effect is not None
+                and self.logit_error <= LOGIT_TOLERANCE and self.logit_error <= 0.1 * self.adapter_effect)
 
     @property
     def ok(self) -> bool:
-        return bool(self.matches) and all(self.matches)
+        return bool(self.matches) and (all(self.matches) or self.rounding_only)
 
     def summary(self) -> str:
         agree = sum(self.matches)
-        return f"{agree}/{len(self.matches)} prompts give the same greedy answer merged as adapter-on-base"
+        text = f"{agree}/{len(self.matches)} prompts give the same greedy answer merged as adapter-on-base"
+        if all(self.matches) or self.logit_error is None:
+            return text
+        verdict = "16-bit rounding, the merge is sound" if self.rounding_only else "the merge does not reproduce the adapter"
+        return (f"{text}; on its answers the merged logits are within {self.logit_error:.1%} (the adapter moves them "
+                f"{self.adapter_effect:.0%}) and pick the same next token at {self.same_next_token:.0%} of positions: "
+                f"{verdict}")
 
 
 def parity_prompts(run_dir: Path, count: int = 3) -> list[str]:
@@ -161,14 +181,24 @@ def _check_parity(run_dir: Path, out_dir: Path, report: MergeReport, say: Progre
     prompts = parity_prompts(run_dir)
     say("checking that the merged model answers like adapter-on-base")
     session = ChatSession(run_dir)
-    expected = [session.greedy_ids(prompt, adapter=True, max_new_tokens=PARITY_TOKENS) for prompt in prompts]
+    expected, sequences, adapter_logits, base_logits = [], [], [], []
+    for prompt in prompts:
+        want = session.greedy_ids(prompt, adapter=True, max_new_tokens=PARITY_TOKENS)
+        prompt_ids = session._inputs([{"role": "user", "content": prompt}])["input_ids"][0]
+        sequence = torch.cat([prompt_ids, torch.tensor(want, dtype=prompt_ids.dtype, device=prompt_ids.device)])
+        expected.append(want)
+        sequences.append((sequence, len(prompt_ids)))
+        adapter_logits.append(_answer_logits(session.model, sequence, len(prompt_ids)))
+        with session.model.disable_adapter():
+            base_logits.append(_answer_logits(session.model, sequence, len(prompt_ids)))
     device = session.model.device
     del session
     gc.collect()
     tokenizer = AutoTokenizer.from_pretrained(str(out_dir))
     model = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype="auto", device_map={"": device})
     model.eval()
-    for prompt, want in zip(prompts, expected):
+    merged_logits = []
+    for prompt, want, (sequence, prompt_length) in zip(prompts, expected, sequences):
         inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                                return_tensors="pt", return_dict=True).to(device)
         with torch.inference_mode():
@@ -180,8 +210,24 @@ def _check_parity(run_dir: Path, out_dir: Path, report: MergeReport, say: Progre
         report.matches.append(got == want)
         report.first_difference.append(next((i for i, (a, b) in enumerate(zip(got, want)) if a != b),
                                             None if len(got) == len(want) else min(len(got), len(want))))
+        merged_logits.append(_answer_logits(model, sequence.to(device), prompt_length))
     del model
     gc.collect()
+    adapter, base, merged = (torch.cat(x) for x in (adapter_logits, base_logits, merged_logits))
+    if adapter.numel():
+        scale = adapter.norm().item() or 1.0
+        report.logit_error = (merged - adapter).norm().item() / scale
+        report.adapter_effect = (base - adapter).norm().item() / scale
+        report.same_next_token = (merged.argmax(-1) == adapter.argmax(-1)).float().mean().item()
+
+
+def _answer_logits(model, sequence, prompt_length: int):
+    """fp32 CPU logits at the positions that predict the answer's tokens (teacher-forced)."""
+    import torch
+
+    with torch.inference_mode():
+        logits = model(input_ids=sequence[None]).logits[0, prompt_length - 1:-1]
+    return logits.float().cpu()
 
 
 def push(run_dir: str | os.PathLike, repo_id: str, private: bool = True, token: str | None = None,

@@ -202,7 +202,27 @@ def load_for_training(config: RunConfig, token: str | None = None, gradient_chec
         model.enable_input_require_grads()
     model.config.use_cache = False
     peft_model = get_peft_model(model, lora_config(config))
+    if precision_for(config.method).device == "cuda" and os.environ.get("LORA_WIZARD_PEFT_INPUT_CAST") != "1":
+        adapters_compute_in_input_dtype(peft_model)
     return peft_model, tokenizer
+
+
+def adapters_compute_in_input_dtype(model) -> int:
+    """Stops peft casting each adapted layer's input to the adapter's dtype; returns the layers changed.
+
+    On a 16-bit base peft keeps LoRA weights in fp32 (good for the optimizer) and casts every adapted
+    layer's input to fp32 before the adapter: a full fp32 copy of the activations (and the dropout on
+    it) for each of the 7 adapted layers per block. Training runs under 16-bit autocast, where the
+    adapter's matmuls run in 16-bit anyway, so the copy buys no precision: it costs bandwidth and
+    memory. Set LORA_WIZARD_PEFT_INPUT_CAST=1 to keep peft's behaviour (for comparisons)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer) and getattr(module, "cast_input_dtype_enabled", False):
+            module.cast_input_dtype_enabled = False
+            changed += 1
+    return changed
 
 
 def load_for_inference(run_dir: str | os.PathLike, token: str | None = None, adapter_subdir: str = "adapter"):

@@ -178,7 +178,8 @@ def main() -> None:
     parser.add_argument("--shape", default="llama-3-8b", choices=sorted(SHAPES))
     parser.add_argument("--methods", default="lora,qlora,lora-8bit")
     parser.add_argument("--variants", default='{"ours": {}}',
-                        help='JSON: name -> overrides of our config, e.g. {"ours": {}, "ours-gc": {"train": {...}}}')
+                        help='JSON: name -> overrides of our config, e.g. {"ours": {}, "ours-gc": {"train": {...}}}; '
+                             'an "env" key sets environment variables of that case')
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--warmup", type=int, default=3)
@@ -212,7 +213,8 @@ def main() -> None:
             if overrides is not None:
                 command += ["--ours", json.dumps(overrides)]
             started = time.time()
-            process = subprocess.run(command, capture_output=True, text=True)
+            env = {**os.environ, **(overrides or {}).get("env", {})}
+            process = subprocess.run(command, capture_output=True, text=True, env=env)
             line = next((l for l in process.stdout.splitlines() if l.startswith("RESULT ")), None)
             row = {"shape": args.shape, "method": method, "recipe": recipe, "wall_s": round(time.time() - started, 1)}
             if line:

@@ -8,7 +8,8 @@ config.yaml written here), a few steps on a real architecture with random bf16 w
 (tests/bench/shapes.py, saved once under /tmp/shapes) and token-exact synthetic data. Measured: the
 largest `max_reserved_gib` / `max_allocated_gib` the trainer's step events report (torch's peaks,
 fresh per process, loading included), and the CUDA context as `used - reserved` at the first step (on
-an otherwise idle card). Compared with `core.vram.estimate(...).peak_gib` for the same settings and
+an otherwise idle card; the first case runs alone for it). With --parallel-gib, cases run side by side
+on the one card while their estimates (+15%) fit: torch's peaks are per process. Compared with `core.vram.estimate(...).peak_gib` for the same settings and
 the Liger state the run really had. Prints a table last; writes bench-vram.json to --out ($OUT).
 """
 
@@ -20,6 +21,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,16 +93,18 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout (0 checks the estimator's dropout term)")
     parser.add_argument("--budget-minutes", type=float, default=float("inf"),
                         help="start no case after this much time (the device machine allows 10 minutes a call)")
+    parser.add_argument("--parallel-gib", type=float, default=0.0,
+                        help="run cases side by side while their estimates sum to at most this (torch's peaks are "
+                             "per process, so each case's figures stay its own); 0: one at a time")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--keep", help="a bench-vram.json of an earlier call: its measured cases are kept, not rerun")
     args = parser.parse_args()
     deadline = time.monotonic() + 60 * args.budget_minutes
     batch_shapes = [tuple(int(x) for x in item.split("x")) for item in args.batch_shapes.split(",")]
-    results: list[dict] = []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    cases = []
     for shape in args.shapes.split(","):
-        if time.monotonic() > deadline:
-            break
         model_dir = build_shaped_model(shape, Path("/tmp/shapes") / shape)
         cap = max(length for _, length in batch_shapes)
         data = write_rows(synthetic_rows(4000, SHAPES[shape]["vocab_size"], cap=cap), f"/tmp/bench-vram-{shape}.jsonl")
@@ -108,24 +112,88 @@ def main() -> None:
         for method in args.methods.split(","):
             for batch, length in batch_shapes:
                 for checkpointing in (item == "on" for item in args.checkpointing.split(",")):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    row = {"shape": shape, "method": method, "batch": batch, "length": length,
-                           "checkpointing": checkpointing, "dropout": args.dropout}
-                    row.update(run_case(model_dir, data, method, batch, length, checkpointing, args.steps, args.liger,
-                                        timeout_s=min(left + 60, 540), dropout=args.dropout))
-                    liger = row.get("liger", args.liger == "on")
-                    predicted = estimate(facts, method, batch, length, RANK, checkpointing, liger=liger,
+                    predicted = estimate(facts, method, batch, length, RANK, checkpointing, liger=args.liger != "off",
                                          lora_dropout=args.dropout)
-                    row["estimate_gib"] = predicted.peak_gib
-                    row["breakdown"] = predicted.breakdown
-                    if "reserved_gib" in row:
-                        measured = row["reserved_gib"] + CUDA_CONTEXT_GIB
-                        row["error_pct"] = round(100 * (predicted.peak_gib / measured - 1), 1)
-                    results.append(row)
-                    print(json.dumps(row), flush=True)
-                    (out / "bench-vram.json").write_text(json.dumps(results, indent=1))
+                    cases.append(dict(shape=shape, method=method, batch=batch, length=length,
+                                      checkpointing=checkpointing, model_dir=model_dir, data=data, facts=facts,
+                                      planned_gib=predicted.peak_gib))
+    order = {(c["shape"], c["method"], c["batch"], c["length"], c["checkpointing"]): i for i, c in enumerate(cases)}
+    results: list[dict] = []
+    if args.keep and Path(args.keep).exists():
+        key = lambda r: (r["shape"], r["method"], r["batch"], r["length"], r["checkpointing"])  # noqa: E731
+        results = [r for r in json.loads(Path(args.keep).read_text()) if "reserved_gib" in r]
+        done = {key(r) for r in results}
+        cases = [c for c in cases if key(c) not in done]
+        print(f"kept {len(results)} measured cases from {args.keep}; {len(cases)} to run")
+    lock = threading.Lock()
+    in_flight: list[float] = []
+
+    def measure(case: dict, alone: bool) -> None:
+        row = {key: case[key] for key in ("shape", "method", "batch", "length", "checkpointing")}
+        row["dropout"] = args.dropout
+        row.update(run_case(case["model_dir"], case["data"], case["method"], case["batch"], case["length"],
+                            case["checkpointing"], args.steps, args.liger,
+                            timeout_s=min(max(deadline - time.monotonic(), 0) + 120, 540), dropout=args.dropout))
+        if not alone:
+            row.pop("context_gib", None)  # NVML's "used" counts the other cases' memory too
+        liger = row.get("liger", args.liger == "on")
+        predicted = estimate(case["facts"], case["method"], case["batch"], case["length"], RANK, case["checkpointing"],
+                             liger=liger, lora_dropout=args.dropout)
+        row["estimate_gib"] = predicted.peak_gib
+        row["breakdown"] = predicted.breakdown
+        row["side_by_side"] = not alone
+        if "reserved_gib" in row:
+            measured = row["reserved_gib"] + CUDA_CONTEXT_GIB
+            row["error_pct"] = round(100 * (predicted.peak_gib / measured - 1), 1)
+        with lock:
+            results.append(row)
+            print(json.dumps(row), flush=True)
+            (out / "bench-vram.json").write_text(json.dumps(results, indent=1))
+
+    if not cases:
+        pass
+    elif args.parallel_gib <= 0:
+        for case in cases:
+            if time.monotonic() > deadline:
+                break
+            measure(case, alone=True)
+    else:
+        # The first case alone (it measures the CUDA context), then the rest packed by their estimates,
+        # largest first, with 15% headroom each so no case runs short because of another.
+        first, rest = cases[0], sorted(cases[1:], key=lambda c: -c["planned_gib"])
+        if results:
+            rest.append(first)  # the context was measured by the earlier call
+        else:
+            measure(first, alone=True)
+        threads = []
+        while rest and time.monotonic() < deadline:
+            with lock:
+                used = sum(in_flight)
+                pick = next((c for c in rest if used + 1.15 * c["planned_gib"] <= args.parallel_gib or not in_flight),
+                            None)
+                if pick is not None:
+                    rest.remove(pick)
+                    in_flight.append(1.15 * pick["planned_gib"])
+            if pick is None:
+                time.sleep(1)
+                continue
+
+            def worker(case=pick, share=1.15 * pick["planned_gib"]):
+                try:
+                    measure(case, alone=False)
+                finally:
+                    with lock:
+                        in_flight.remove(share)
+
+            thread = threading.Thread(target=worker)
+            thread.start()
+            threads.append(thread)
+        for thread in threads:
+            thread.join()
+        if rest:
+            print(f"{len(rest)} cases not started: --budget-minutes ran out")
+    results.sort(key=lambda r: order.get((r["shape"], r["method"], r["batch"], r["length"], r["checkpointing"]), 0))
+    (out / "bench-vram.json").write_text(json.dumps(results, indent=1))
     print_table(results)
 
 

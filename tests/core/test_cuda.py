@@ -32,9 +32,9 @@ def shaped_data(tmp_path_factory):
     return write_rows(rows, tmp_path_factory.mktemp("data") / "rows.jsonl")
 
 
-def _cli(*args, cwd):
+def _cli(*args, cwd, env=None):
     result = subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=900)
+                            timeout=900, env=env)
     print(f"$ lora-wizard {' '.join(args)}\n{result.stdout}{result.stderr[-2000:]}")
     return result
 
@@ -67,8 +67,53 @@ def test_method_on_cuda_trains_chats_and_merges(method, shaped_model, shaped_dat
     if method == "lora-8bit" and merge.returncode != 0:
         pytest.xfail("LLM.int8's GPU matmul quantizes activations; a merged 16-bit model computes without that noise "
                      "(measured 1/3 greedy matches on an H200)")
+    # Greedy answers of a random-weight model sit on near-ties that bf16 rounding of W + BA can flip; the
+    # export then compares teacher-forced logits and tells rounding from a broken merge.
     assert merge.returncode == 0, "merged answers must match adapter-on-base"
-    assert "3/3 prompts give the same greedy answer" in merge.stdout
+    assert "3/3 prompts give the same greedy answer" in merge.stdout or "the merge is sound" in merge.stdout
+
+
+def test_cuda_out_of_memory_fails_with_the_estimators_advice_and_the_advice_fits(shaped_model, shaped_data, tmp_path):
+    """A 12 GiB GPU, emulated with torch's per-process memory fraction (a sitecustomize in the trainer's
+    environment): micro-batch 32 x 512 without checkpointing needs ~35 GiB on the 1B shape. The run fails
+    with one line and the estimator's settings for 12 GiB; applied (as the wizard's "Apply advice and
+    restart" does), the same GPU trains."""
+    import yaml
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os\nif os.environ.get('CAP_GPU_FRACTION'):\n    import torch\n"
+        "    torch.cuda.set_per_process_memory_fraction(float(os.environ['CAP_GPU_FRACTION']))\n")
+    env = {**os.environ, "CAP_GPU_FRACTION": str(12 * 1024**3 / total),
+           "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    config = {"model": str(shaped_model), "method": "lora",
+              "data": {"path": str(shaped_data), "max_length": 512, "eval_fraction": 0.0},
+              "train": {"max_steps": 3, "batch_size": 32, "grad_accum": 1, "gradient_checkpointing": False,
+                        "save_steps": 100, "lr": 1e-3},
+              "output_dir": str(tmp_path / "run")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    train = _cli("train", "config.yaml", cwd=tmp_path, env=env)
+    assert train.returncode != 0
+    assert "Traceback" not in train.stdout + train.stderr
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    failed = events[-1]
+    assert failed["type"] == "failed" and failed["reason"].startswith("out of GPU memory; use micro-batch")
+    assert "of the 12.0 GiB this GPU gave the run" in failed["reason"]
+    overrides = failed["suggested_overrides"]
+    assert overrides["train.batch_size"] < 32 or overrides["train.gradient_checkpointing"]
+
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".") if "." in dotted else (None, dotted)
+        (config[section] if section else config)[key] = value
+    config["output_dir"] = str(tmp_path / "run-2")
+    (tmp_path / "config-2.yaml").write_text(yaml.safe_dump(config))
+    retry = _cli("train", "config-2.yaml", cwd=tmp_path, env=env)
+    assert retry.returncode == 0, "the estimator's advice fits the 12 GiB GPU"
+    steps = [json.loads(line) for line in (tmp_path / "run-2" / "events.jsonl").read_text().splitlines()
+             if '"step"' in line and json.loads(line)["type"] == "step"]
+    assert max(e["gpu_memory"][0]["max_reserved_gib"] for e in steps) <= 12.0
 
 
 def test_varlen_attention_on_a_packed_row_matches_sdpa_per_example(shaped_model):

@@ -57,6 +57,8 @@ def test_method_trains_saves_chats_and_merges(method, architecture, data, tiny_m
     report = merge(run_dir, tmp_path / "merged")
     assert report.ok, (report.prompts, report.first_difference)
     assert len(report.matches) == 3
+    # Teacher-forced: merged logits are adapter-on-base's (fp32 on the CPU), the adapter's own effect is not small.
+    assert report.logit_error < 0.01 and report.adapter_effect > 0.05 and report.same_next_token > 0.99
     from transformers import AutoModelForCausalLM
 
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
@@ -136,3 +138,22 @@ def test_cli_errors_are_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
     result = _cli("chat", str(tmp_path), "--prompt", "hi", cwd=tmp_path)
     assert result.returncode == 2 and "is not a run directory" in result.stderr
+
+
+@pytest.mark.parametrize("matches, error, effect, ok", [
+    ([True, True, True], 0.001, 0.5, True),      # every greedy answer the same
+    ([True, False, True], 0.02, 0.6, True),      # a near-tie flipped by bf16 rounding: logits within 2%
+    ([False, False, False], 0.6, 0.6, False),    # the adapter lost in the merge: off by its whole effect
+    ([True, False, True], 0.04, 0.2, False),     # within 5%, but not small next to what the adapter does
+    ([True, False, True], 0.08, 2.0, False),     # beyond what rounding does
+    ([True, False, True], None, None, False),    # no logits compared
+    ([], None, None, False),                     # nothing checked
+])
+def test_merge_verdict_tells_rounding_from_a_broken_merge(matches, error, effect, ok, tmp_path):
+    from core.export import MergeReport
+
+    report = MergeReport(tmp_path, "bfloat16", prompts=["p"] * len(matches), matches=matches, logit_error=error,
+                         adapter_effect=effect, same_next_token=0.9 if error is not None else None)
+    assert report.ok is ok
+    if error is not None and not all(matches):
+        assert ("the merge is sound" in report.summary()) is ok

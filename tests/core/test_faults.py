@@ -147,3 +147,33 @@ def test_cpu_memory_exhaustion_fails_with_one_line_and_advice_the_wizard_can_app
     assert "\n" not in failed["reason"] and "Traceback" not in failed["reason"]
     assert failed["suggested_overrides"] == {"train.batch_size": 16, "train.grad_accum": 2}
     assert run_state(run_dir) == "failed"
+
+
+@pytest.mark.parametrize("capacity, expect_method, expect", [
+    (12.0, "lora", "use micro-batch"),     # smaller micro-batch / checkpointing fit
+    (3.0, "qlora", "use QLoRA (4-bit base)"),  # nothing in 16 bits fits: QLoRA does
+    (None, "lora", "halve the micro-batch to 16"),  # memory unknown (the CPU): a step down
+])
+def test_out_of_memory_advice_comes_from_the_estimator_and_fits(capacity, expect_method, expect):
+    """The advice after an OOM is the estimator's fastest settings for the memory the run had; its
+    estimate fits that memory and is below the estimate of the settings that failed."""
+    from core.config import config_from_dict
+    from core.train import oom_advice
+    from core.vram import estimate, model_facts
+
+    config = config_from_dict({"model": "meta-llama/Llama-3.2-1B", "method": "lora",
+                               "data": {"path": "rows.jsonl", "max_length": 512},
+                               "train": {"batch_size": 32, "grad_accum": 1, "gradient_checkpointing": False},
+                               "output_dir": "run"})
+    failed = {"batch_size": 32, "grad_accum": 1, "gradient_checkpointing": False}
+    lengths = [180] * 300 + [512] * 10
+    advice, overrides = oom_advice(config, failed, capacity, lengths)
+    assert advice.startswith(expect)
+    assert overrides.get("method", "lora") == expect_method
+    if capacity:
+        facts = model_facts("meta-llama/Llama-3.2-1B")
+        planned = estimate(facts, expect_method, overrides["train.batch_size"], overrides.get("data.max_length", 512),
+                           gradient_checkpointing=overrides["train.gradient_checkpointing"])
+        assert planned.peak_gib <= capacity
+        assert planned.peak_gib < estimate(facts, "lora", 32, 512, gradient_checkpointing=False).peak_gib
+        assert f"of the {capacity:.1f} GiB this GPU gave the run" in advice
