@@ -526,11 +526,7 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
 
         fsdp_plugin.auto_wrap_policy = fsdp_auto_wrap_policy(trainer.model)
 
-    # Liger patches forward methods in place (class names stay): count the norms whose forward it replaced.
-    patched_norms = sum(1 for m in trainer.model.modules() if type(m).__name__.endswith("RMSNorm") and "forward" in vars(m))
-    kernels = {"attention": attn, "liger": bool(args.use_liger_kernel), "liger_patched_norms": patched_norms,
-               "optimizer": optimizer}
-    log.info("kernels: %s", kernels)
+    kernels = {"attention": attn, "liger": bool(args.use_liger_kernel), "optimizer": optimizer}
     previous_handlers = {}
     if install_signal_handlers:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -540,6 +536,11 @@ def _train(config, run_dir, resume, events, is_main, settings, extra_callbacks, 
     finally:
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
+    # Liger patches forward methods in place when training starts (class names stay): count the norms
+    # whose forward it replaced, so the done event says whether its kernels really ran.
+    kernels["liger_patched_norms"] = sum(1 for m in trainer.model.modules()
+                                         if type(m).__name__.endswith("RMSNorm") and "forward" in vars(m))
+    log.info("kernels: %s", kernels)
 
     state = trainer.state
     if callback.cancel_requested and state.global_step < state.max_steps:

@@ -9,7 +9,9 @@ The estimate adds up what the engine really holds during a training step:
 - LoRA weights, their gradients and AdamW's two moments. peft creates adapters in fp32 (its
   `autocast_adapter_dtype=True` upcasts them); TRL's SFTTrainer then casts them to bf16 when the
   base is quantized (QLoRA paper recipe), so a LoRA weight costs 4+4+8 bytes on a 16-bit base and
-  2+2+4 bytes on a quantized one.
+  2+2+4 bytes on a quantized one. (On CUDA the engine stops peft casting each adapted layer's input
+  to fp32, core.model.adapters_compute_in_input_dtype; the fit below predates that: the 8B bf16
+  16-row peak fell 1.5 GiB with it, so 16-bit LoRA estimates now err ~8% on the safe side.)
 - activations for the micro-batch's tokens. The engine packs examples padding-free into rows
   (TRL `packing_strategy="bfd"`), so tokens = micro-batch x max length. Without gradient
   checkpointing every layer keeps its full set (hidden-state copies, norms, attention inputs and
@@ -70,7 +72,7 @@ NF4_TABLES_BYTES = 4 * (16 + 256) + 4  # per quantized layer: the NF4 and 8-bit 
 # Adapter bytes per LoRA weight: weight + gradient + AdamW's two moments, in the adapter's dtype.
 LORA_FP32_BYTES = (4, 4, 8)
 LORA_BF16_BYTES = (2, 2, 4)  # TRL casts adapters on a quantized base to bf16
-ALLOCATOR_FRACTION = 0.03  # fragmentation of the caching allocator: reserved above allocated
+ALLOCATOR_FRACTION = 0.03  # reserved above allocated (the trainer uses expandable segments: core.train)
 ALLOCATOR_FIXED_GIB = 0.25
 HUB_TIMEOUT_S = 15.0
 TIGHT_SHARE = 0.10  # within 10% of the free memory: "tight"

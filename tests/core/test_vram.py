@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -216,6 +217,81 @@ H200_MEASURED = [
 def test_estimate_within_ten_percent_of_the_h200_measurements(method, batch, checkpointing, reserved):
     result = estimate(model_facts("meta-llama/Llama-3.1-8B"), method, batch, 512, 16, checkpointing, liger=True)
     assert result.peak_gib - CUDA_CONTEXT_GIB == pytest.approx(reserved, rel=0.10)
+
+
+# Issue 3's matrix, measured with `python3 tests/bench/bench_vram.py` on an H200 (2026-11-29; RESULTS.md):
+# peak reserved GiB the trainer reported, per shape, method, micro-batch, row length and checkpointing. The
+# Qwen2.5-7B 8 x 512 rows are from the re-run with expandable segments (the engine's default since); the
+# rest from the run before it, where only Qwen's 8 x 512 rows fragmented (reserved 5-14 GiB above allocated).
+H200_MATRIX = [
+    ("llama-3.2-1b", "lora", 8, 512, False, 10.16),
+    ("llama-3.2-1b", "lora", 8, 512, True, 3.64),
+    ("llama-3.2-1b", "lora", 2, 2048, False, 10.41),
+    ("llama-3.2-1b", "lora", 2, 2048, True, 3.90),
+    ("llama-3.2-1b", "lora-8bit", 8, 512, False, 10.79),
+    ("llama-3.2-1b", "lora-8bit", 8, 512, True, 4.49),
+    ("llama-3.2-1b", "lora-8bit", 2, 2048, False, 11.06),
+    ("llama-3.2-1b", "lora-8bit", 2, 2048, True, 4.75),
+    ("llama-3.2-1b", "qlora", 8, 512, False, 8.67),
+    ("llama-3.2-1b", "qlora", 8, 512, True, 2.10),
+    ("llama-3.2-1b", "qlora", 2, 2048, False, 8.82),
+    ("llama-3.2-1b", "qlora", 2, 2048, True, 2.25),
+    ("llama-3-8b", "lora", 8, 512, False, 43.83),
+    ("llama-3-8b", "lora", 8, 512, True, 18.53),
+    ("llama-3-8b", "lora", 2, 2048, False, 43.97),
+    ("llama-3-8b", "lora", 2, 2048, True, 18.56),
+    ("llama-3-8b", "lora-8bit", 8, 512, False, 45.77),
+    ("llama-3-8b", "lora-8bit", 8, 512, True, 22.23),
+    ("llama-3-8b", "lora-8bit", 2, 2048, False, 45.77),
+    ("llama-3-8b", "lora-8bit", 2, 2048, True, 22.17),
+    ("llama-3-8b", "qlora", 8, 512, False, 33.55),
+    ("llama-3-8b", "qlora", 8, 512, True, 8.07),
+    ("llama-3-8b", "qlora", 2, 2048, False, 33.80),
+    ("llama-3-8b", "qlora", 2, 2048, True, 8.22),
+    ("qwen2.5-7b", "lora", 2, 2048, False, 44.81),
+    ("qwen2.5-7b", "lora", 2, 2048, True, 20.75),
+    ("qwen2.5-7b", "lora-8bit", 8, 512, False, 51.32),
+    ("qwen2.5-7b", "lora-8bit", 8, 512, True, 23.90),
+    ("qwen2.5-7b", "lora-8bit", 2, 2048, False, 43.28),
+    ("qwen2.5-7b", "lora-8bit", 2, 2048, True, 20.54),
+    ("qwen2.5-7b", "qlora", 2, 2048, False, 35.27),
+    ("qwen2.5-7b", "qlora", 2, 2048, True, 11.07),
+    ("qwen2.5-7b", "lora", 8, 512, False, 43.37),
+    ("qwen2.5-7b", "lora", 8, 512, True, 19.53),
+    ("qwen2.5-7b", "qlora", 8, 512, False, 34.55),
+    ("qwen2.5-7b", "qlora", 8, 512, True, 10.29),
+]
+# Outside +-10%, with why (RESULTS.md). Strict: an estimator that gets them right must drop them from here.
+H200_OUTSIDE = {
+    ("llama-3.2-1b", "lora", 8, 512, True): "1B overestimated by ~0.5 GiB: fixed terms fitted on the 8B shape",
+    ("llama-3.2-1b", "qlora", 8, 512, False): "1B overestimated by ~1 GiB: fixed terms fitted on the 8B shape",
+    ("llama-3.2-1b", "qlora", 8, 512, True): "1B overestimated by ~0.7 GiB: fixed terms fitted on the 8B shape",
+    ("llama-3.2-1b", "qlora", 2, 2048, True): "1B overestimated by ~0.5 GiB: fixed terms fitted on the 8B shape",
+    ("qwen2.5-7b", "lora", 2, 2048, True): "Qwen2.5 with checkpointing allocates ~2 GiB the Llama-fitted terms miss",
+    ("qwen2.5-7b", "qlora", 2, 2048, True): "Qwen2.5 with checkpointing allocates ~2 GiB the Llama-fitted terms miss",
+    ("qwen2.5-7b", "qlora", 8, 512, True): "Qwen2.5 with checkpointing allocates ~2 GiB the Llama-fitted terms miss",
+    ("qwen2.5-7b", "lora-8bit", 8, 512, True): "measured before expandable segments: reserved 4.5 GiB above allocated",
+}
+
+
+def _matrix_cases():
+    for shape, method, batch, length, checkpointing, reserved in H200_MATRIX:
+        why = H200_OUTSIDE.get((shape, method, batch, length, checkpointing))
+        marks = [pytest.mark.xfail(strict=True, reason=why)] if why else []
+        yield pytest.param(shape, method, batch, length, checkpointing, reserved, marks=marks,
+                           id=f"{shape}-{method}-{batch}x{length}-gc{'on' if checkpointing else 'off'}")
+
+
+@pytest.mark.parametrize("shape, method, batch, length, checkpointing, reserved", _matrix_cases())
+def test_estimate_within_ten_percent_over_the_h200_matrix(shape, method, batch, length, checkpointing, reserved):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from shapes import SHAPES
+
+    facts = facts_from_fields(shape, SHAPES[shape])
+    result = estimate(facts, method, batch, length, 16, checkpointing, liger=True)
+    assert result.peak_gib == pytest.approx(reserved + CUDA_CONTEXT_GIB, rel=0.10)
 
 
 def test_without_liger_against_the_plain_recipe_measured_on_the_h200():
