@@ -184,7 +184,7 @@ def _check_parity(run_dir: Path, out_dir: Path, report: MergeReport, say: Progre
     expected, sequences, adapter_logits, base_logits = [], [], [], []
     for prompt in prompts:
         want = session.greedy_ids(prompt, adapter=True, max_new_tokens=PARITY_TOKENS)
-        prompt_ids = session._inputs([{"role": "user", "content": prompt}])["input_ids"][0]
+        prompt_ids = session.prompt_ids(prompt)
         sequence = torch.cat([prompt_ids, torch.tensor(want, dtype=prompt_ids.dtype, device=prompt_ids.device)])
         expected.append(want)
         sequences.append((sequence, len(prompt_ids)))

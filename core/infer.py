@@ -24,6 +24,10 @@ class ChatSession:
                                                      return_dict=True)
         return {key: value.to(self.model.device) for key, value in encoded.items()}
 
+    def prompt_ids(self, prompt: str):
+        """The token ids a one-turn chat with `prompt` hands the model (template and generation prompt included)."""
+        return self._inputs([{"role": "user", "content": prompt}])["input_ids"][0]
+
     def _generate_kwargs(self, max_new_tokens: int, temperature: float) -> dict:
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                       eos_token_id=self.tokenizer.eos_token_id)
