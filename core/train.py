@@ -310,14 +310,16 @@ def oom_advice(config: RunConfig, settings: dict[str, Any], capacity_gib: float 
 def _estimator_advice(config: RunConfig, settings: dict[str, Any], capacity_gib: float,
                       lengths: list[int] | None) -> tuple[str, dict[str, Any]] | None:
     from core.model import resolve_token
-    from core.vram import estimate, fastest_settings, model_facts
+    from core.vram import estimate, examples_per_row, fastest_settings, model_facts
 
     facts = model_facts(config.model, token=resolve_token(None, config.model), revision=config.revision)
     liger = None if config.train.liger_kernels == AUTO else bool(config.train.liger_kernels)
     common = dict(rank=config.lora.r, liger=liger, lora_dropout=config.lora.dropout)
     failed = estimate(facts, config.method, settings["batch_size"], config.data.max_length,
                       gradient_checkpointing=settings["gradient_checkpointing"], **common)
-    examples = settings["batch_size"] * settings["grad_accum"]
+    # Keep the failed run's effective batch: its micro-batch counts packed rows, the planner counts examples.
+    per_row = examples_per_row(lengths, config.data.max_length, config.data.packing)
+    examples = max(1, round(settings["batch_size"] * settings["grad_accum"] * per_row))
     for method in dict.fromkeys([config.method, "qlora"]):
         planned = fastest_settings(facts, method, capacity_gib, token_lengths=lengths, max_length=config.data.max_length,
                                    packing=config.data.packing, target_examples=examples, **common)

@@ -18,9 +18,11 @@ The estimate adds up what the engine really holds during a training step:
   output with a memory-efficient kernel: no seq^2 term, SwiGLU intermediates, LoRA inputs and
   dropout copies and masks); with checkpointing one hidden state per layer boundary plus one
   layer's full set while it is recomputed.
-- logits and loss: with Liger's fused linear cross-entropy the logits are never materialised
-  (chunked); without it bf16 logits, their fp32 upcast and fp32 log-softmax / gradient
-  (2 + 4 + 4 bytes per vocabulary entry and token).
+- logits and loss: the engine's trainer (TRL's SFTTrainer) scores tokens through its fused LM head,
+  in tiles, so the logits are never materialised, with or without Liger (TRL turns Liger's own fused
+  cross-entropy off). A trainer that materialises them (the usual recipe, `fused_loss=False`) holds
+  bf16 logits, their fp32 upcast and fp32 log-softmax / gradient (2 + 4 + 4 bytes per vocabulary
+  entry and token).
 - quantization buffers (NF4: one layer's largest weight dequantized to bf16 at a time; LLM.int8:
   bitsandbytes' backward buffers), allocator slack, and the CUDA context.
 
@@ -30,7 +32,7 @@ Per-token activation and logit terms with Liger on were fitted to peak memory me
 with this engine (Llama-3-8B shape, bf16, LoRA r=16 on all linear layers, packed rows of 512; see
 tests/bench/RESULTS.md): 2 bytes x (12 h + 3.9 i + 1.5 (q + 2 kv widths)) per token and layer
 without checkpointing, which is within ~6% of the analytic count of the tensors autograd saves,
-and 1.33 bytes x vocabulary per token for the loss and everything else that grows with tokens.
+and 1.33 bytes x vocabulary per token for the fused loss and everything else that grows with tokens.
 Without Liger the analytic differences are added: HF's RMSNorm saves an fp32 copy of its input
 (+2 h bytes per norm) and SwiGLU saves the SiLU output (+2 i bytes). With LoRA dropout 0 the
 dropout masks and per-adapter input copies are taken off (analytic, not yet measured:
@@ -62,8 +64,10 @@ ACTIVATION_ATTENTION = 1.5
 # Without Liger: HF RMSNorm keeps an fp32 copy of its input (two norms a layer), SiLU keeps its output.
 NO_LIGER_HIDDEN = 2.0
 NO_LIGER_INTERMEDIATE = 1.0
-LOGIT_BYTES_PER_VOCAB_LIGER = 1.33  # fused linear cross-entropy chunk + the rest of the per-token terms (fitted)
-LOGIT_FP32_BYTES = 8  # fp32 upcast (or log-softmax output) + fp32 gradient, per vocabulary entry and token
+# TRL's SFTTrainer (>= 1.16) always scores tokens through its fused LM head (log-probabilities in tiles, no
+# logits); it turns Liger's fused cross-entropy off. Per token and vocabulary entry, in bf16 (fitted):
+FUSED_LOSS_BYTES_PER_VOCAB = 1.33
+LOGIT_FP32_BYTES = 8  # materialised logits: fp32 upcast (or log-softmax output) + fp32 gradient (the usual recipe)
 INT8_BACKWARD_BYTES = 1.54  # per linear weight, bitsandbytes LLM.int8 training on CUDA (measured once)
 INT8_ROW_SCALE_BYTES = 4  # fp32 SCB per output row
 NF4_BLOCK = 64  # weights per absmax; double quantization: 256 absmax values per fp32 scale
@@ -381,12 +385,14 @@ def _dropout_bytes(facts: ModelFacts, method: str, dtype_bytes: int) -> float:
 
 def estimate(facts: ModelFacts, method: str, batch_size: int = 4, seq_len: int = 1024, rank: int = 16,
              gradient_checkpointing: bool = True, device: str = "cuda", capacity_gib: float | None = None,
-             liger: bool | None = None, lora_dropout: float = DEFAULT_LORA_DROPOUT) -> Estimate:
+             liger: bool | None = None, lora_dropout: float = DEFAULT_LORA_DROPOUT,
+             fused_loss: bool = True) -> Estimate:
     """Peak memory of one training step of the engine for `method`: peak reserved + CUDA context.
 
     `device="cpu"` gives the CPU-memory estimate of a CPU run (the engine trains in fp32 there, without
     Liger, and there is no CUDA context). `liger=None` means what the engine's `auto` does: on with CUDA
-    when liger-kernel is installed."""
+    when liger-kernel is installed. `fused_loss=False` estimates a trainer that materialises the logits
+    (the usual Trainer recipe); the engine never does (TRL's fused LM head)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method}; choose one of {', '.join(METHODS)}")
     cpu = device == "cpu"
@@ -403,8 +409,8 @@ def estimate(facts: ModelFacts, method: str, batch_size: int = 4, seq_len: int =
         activations = tokens * (facts.layers * dtype_bytes * facts.hidden + per_layer)
     else:
         activations = tokens * facts.layers * per_layer
-    if liger:
-        logits = tokens * LOGIT_BYTES_PER_VOCAB_LIGER * facts.vocab
+    if fused_loss:
+        logits = tokens * FUSED_LOSS_BYTES_PER_VOCAB * (dtype_bytes / 2) * facts.vocab
     else:
         logits = tokens * (dtype_bytes + LOGIT_FP32_BYTES) * facts.vocab
 

@@ -500,14 +500,14 @@ async def test_method_screen_with_two_gpus_offers_ddp_or_fsdp_per_gpu_and_writes
 
     two = [GpuInfo(i, "NVIDIA GeForce RTX 4090", 24.0, 24.0, (8, 9)) for i in range(2)]
     state = known_state(gpus=two, config=config_from_dict({"model": "Llama-3.1-8B", "method": "lora",
-                                                           "train": {"batch_size": 4}}))
+                                                           "train": {"batch_size": 16}}))
     state.method_chosen = True  # keep the cursor on lora, whatever is recommended
     app = LoraWizardApp(state, step="method")
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         screen = app.screen
         line = plain(screen.query_one("#multi-gpu"))
-        # Bf16 LoRA of an 8B model at micro-batch 4 x 1024: a full copy (~24 GiB) does not fit a 24 GiB card,
+        # Bf16 LoRA of an 8B model at micro-batch 16 x 1024: a full copy (~28 GiB) does not fit a 24 GiB card,
         # sharded over two it does: FSDP is preselected and said why.
         assert "one GPU" in line and "DDP x2" in line and "FSDP x2" in line
         assert "[FSDP x2" in line and "fits only with the weights sharded" in line
