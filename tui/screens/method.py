@@ -45,7 +45,11 @@ class MethodScreen(WizardStep):
     def compose_body(self) -> ComposeResult:
         yield Label("", id="machine-line")
         table = DataTable(id="methods", cursor_type="row", zebra_stripes=False)
-        table.add_columns("Method", "Weights", "Peak memory", "On this machine")
+        # Weights' cells ("131.0 GiB") are wider than its title: a fixed width, so the table never paints
+        # before update_cell has widened it (the other columns' titles are wider than their cells).
+        table.add_column("Method")
+        table.add_column("Weights", width=9)
+        table.add_columns("Peak memory", "On this machine")
         for method in METHODS:
             table.add_row(Text(method, style="bold"), "…", "estimating…", "", key=method)
         yield table
