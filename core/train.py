@@ -221,18 +221,14 @@ def resolve_auto_settings(config: RunConfig, lengths: list[int] | None, device: 
     needs_plan = AUTO in (train.batch_size, train.grad_accum, train.gradient_checkpointing)
     if needs_plan and device == "cuda":
         try:
-            from core.vram import fastest_settings, model_facts
             from core.hardware import detect_gpus
+            from core.vram import fastest_settings
 
             gpus = detect_gpus()
             gpu_gib = min(g.free_gib for g in gpus) if gpus else None
-            from core.model import resolve_token
-
-            liger = None if config.train.liger_kernels == AUTO else bool(config.train.liger_kernels)
-            facts = model_facts(config.model, token=resolve_token(None, config.model), revision=config.revision)
-            planned = fastest_settings(facts, config.method, gpu_gib, token_lengths=lengths, rank=config.lora.r,
-                                       max_length=config.data.max_length, packing=config.data.packing,
-                                       liger=liger, lora_dropout=config.lora.dropout)
+            facts, common = _planner_inputs(config)
+            planned = fastest_settings(facts, config.method, gpu_gib, token_lengths=lengths,
+                                       max_length=config.data.max_length, packing=config.data.packing, **common)
         except Exception as error:  # the estimator is advice; training goes on with safe settings
             log.warning("could not plan settings with the estimator (%s); using safe defaults", error)
     if planned is None:
@@ -307,14 +303,21 @@ def oom_advice(config: RunConfig, settings: dict[str, Any], capacity_gib: float 
             {"data.max_length": max(128, config.data.max_length // 2)})
 
 
-def _estimator_advice(config: RunConfig, settings: dict[str, Any], capacity_gib: float,
-                      lengths: list[int] | None) -> tuple[str, dict[str, Any]] | None:
+def _planner_inputs(config: RunConfig) -> tuple[Any, dict[str, Any]]:
+    """The model's facts and the estimator's settings of this run (rank, Liger as `auto` resolves it, dropout)."""
     from core.model import resolve_token
-    from core.vram import estimate, examples_per_row, fastest_settings, model_facts
+    from core.vram import model_facts
 
     facts = model_facts(config.model, token=resolve_token(None, config.model), revision=config.revision)
     liger = None if config.train.liger_kernels == AUTO else bool(config.train.liger_kernels)
-    common = dict(rank=config.lora.r, liger=liger, lora_dropout=config.lora.dropout)
+    return facts, {"rank": config.lora.r, "liger": liger, "lora_dropout": config.lora.dropout}
+
+
+def _estimator_advice(config: RunConfig, settings: dict[str, Any], capacity_gib: float,
+                      lengths: list[int] | None) -> tuple[str, dict[str, Any]] | None:
+    from core.vram import estimate, examples_per_row, fastest_settings
+
+    facts, common = _planner_inputs(config)
     failed = estimate(facts, config.method, settings["batch_size"], config.data.max_length,
                       gradient_checkpointing=settings["gradient_checkpointing"], **common)
     # Keep the failed run's effective batch: its micro-batch counts packed rows, the planner counts examples.
